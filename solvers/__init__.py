@@ -1,0 +1,18 @@
+"""Max-Q optimisers over ReLU networks: ``max_{a in A} Q(x, a)`` for a batch of fixed inputs ``x``.
+
+This package knows nothing of reinforcement learning. A solver takes a :class:`ReLUNet`, a batch of
+fixed inputs and an :class:`ActionSet`, and returns a :class:`MaxQResult` (argmax actions, values,
+upper bounds, per-sample status)::
+
+    import solvers
+    net = solvers.ReLUNet.from_torch(q_network, fixed_dim=state_dim)
+    result = solvers.make("ga").solve(net, states, solvers.ActionSet.box(-1.0, 1.0, dim=3))
+"""
+
+from solvers import cem, gradient_ascent  # noqa: F401  (registers "cem" and "ga")
+from solvers.action_set import ActionSet
+from solvers.registry import MaxQSolver, available, make, register
+from solvers.relu_net import ReLUNet
+from solvers.result import MaxQResult, SolveStatus
+
+__all__ = ["ActionSet", "MaxQResult", "MaxQSolver", "ReLUNet", "SolveStatus", "available", "make", "register"]

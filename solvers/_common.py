@@ -1,0 +1,51 @@
+"""Helpers shared by the approximate solvers."""
+
+from __future__ import annotations
+
+import torch
+
+from solvers.action_set import ActionSet
+from solvers.relu_net import ReLUNet
+
+
+class SeededSolver:
+    """Owns a ``torch.Generator`` per device, seeded from ``seed``, with state save/restore."""
+
+    seed: int
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        generators = self.__dict__.setdefault("_generators", {})
+        key = str(device)
+        if key not in generators:
+            generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return generators[key]
+
+    def get_rng_state(self) -> dict[str, torch.Tensor]:
+        return {key: g.get_state() for key, g in self.__dict__.get("_generators", {}).items()}
+
+    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        for key, value in state.items():
+            self.generator(torch.device(key)).set_state(value)
+
+
+def prepare(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
+            warm_start: torch.Tensor | None) -> tuple[torch.Tensor, ActionSet, torch.Tensor | None]:
+    """Validate the inputs of ``solve`` and move them to the network's device."""
+    x = net.check_inputs(fixed_inputs)
+    aset = action_set.with_dim(net.action_dim).to(net.device)
+    if warm_start is not None:
+        if warm_start.shape != (x.shape[0], net.action_dim):
+            raise ValueError(f"warm_start must have shape [{x.shape[0]}, {net.action_dim}], "
+                             f"got {tuple(warm_start.shape)}.")
+        if not torch.isfinite(warm_start).all():
+            raise ValueError("warm_start contains NaN or infinite values.")
+        warm_start = aset.project(warm_start.detach().to(x.device, x.dtype))
+    return x, aset, warm_start
+
+
+def best_per_sample(actions: torch.Tensor, values: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """From candidates laid out as ``[batch * K, A]`` and ``[batch * K]``, keep each sample's best."""
+    values = values.reshape(batch, -1)
+    best = values.argmax(dim=1)
+    rows = torch.arange(batch, device=values.device)
+    return actions.reshape(batch, values.shape[1], -1)[rows, best], values[rows, best]

@@ -1,0 +1,68 @@
+"""The table of max-Q solvers that :func:`make` reads.
+
+A solver is any object with ``solve(net, fixed_inputs, action_set, warm_start=None, tolerance=None)
+-> MaxQResult``. Register a factory with :func:`register` to make it available by name everywhere
+(the CAQL config, the CLI, the benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+from solvers.action_set import ActionSet
+from solvers.relu_net import ReLUNet
+from solvers.result import MaxQResult
+
+
+class MaxQSolver(Protocol):
+    """What a registered solver provides."""
+
+    name: str
+
+    def solve(
+        self,
+        net: ReLUNet,
+        fixed_inputs: torch.Tensor,
+        action_set: ActionSet,
+        warm_start: torch.Tensor | None = None,
+        tolerance: float | None = None,
+    ) -> MaxQResult:
+        """Maximise ``net`` over ``action_set`` for each row of ``fixed_inputs[B, F]``.
+
+        ``warm_start[B, A]`` is an optional initial guess (for example an actor's action);
+        ``tolerance`` overrides the solver's stopping tolerance or gap for this call.
+        """
+        ...
+
+
+_SOLVERS: dict[str, Callable[..., MaxQSolver]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., MaxQSolver]], Callable[..., MaxQSolver]]:
+    """Decorator: ``@register("mysolver")`` on a class or factory taking keyword options."""
+
+    def decorator(factory: Callable[..., MaxQSolver]) -> Callable[..., MaxQSolver]:
+        if name in _SOLVERS and _SOLVERS[name] is not factory:
+            raise ValueError(f"a max-Q solver named {name!r} is already registered.")
+        _SOLVERS[name] = factory
+        return factory
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Names of the registered solvers."""
+    return sorted(_SOLVERS)
+
+
+def make(name: str, **options) -> MaxQSolver:
+    """Build the solver registered as ``name`` with keyword ``options``."""
+    if name not in _SOLVERS:
+        raise ValueError(f"unknown max-Q solver {name!r}; registered solvers: {', '.join(available())}.")
+    try:
+        return _SOLVERS[name](**options)
+    except TypeError as error:
+        raise ValueError(f"bad options for max-Q solver {name!r}: {error}") from error
