@@ -65,9 +65,11 @@ class ActionSet:
             dim = int((low_t if low_t.ndim else high_t).shape[0])
         low_v, high_v = _as_vector(low_t, "low", dim), _as_vector(high_t, "high", dim)
         if low_v.shape != high_v.shape:
-            raise ValueError(f"box low and high must have the same shape, got {tuple(low_v.shape)} and {tuple(high_v.shape)}.")
+            raise ValueError(f"box low and high must have the same shape, got {tuple(low_v.shape)} and "
+                             f"{tuple(high_v.shape)}.")
         if (low_v > high_v).any():
-            raise ValueError(f"box needs low <= high in every dimension, got low={low_v.tolist()} high={high_v.tolist()}.")
+            raise ValueError(f"box needs low <= high in every dimension, got low={low_v.tolist()} "
+                             f"high={high_v.tolist()}.")
         return cls("box", low_v, high_v, (low_v + high_v) / 2, 0.0, scalar)
 
     @classmethod

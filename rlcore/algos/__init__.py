@@ -1,0 +1,28 @@
+"""Algorithms, registered by name for the CLI and for :func:`rlcore.algos.get`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rlcore.algos import caql
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    config_cls: type
+    train: Callable[[Any], Any]
+    make_agent: Callable[[Any, Any], Any]
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "caql": Algorithm("caql", caql.CAQLConfig, caql.train, caql.make_agent),
+}
+
+
+def get(name: str) -> Algorithm:
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; available: {', '.join(sorted(ALGORITHMS))}.")
+    return ALGORITHMS[name]

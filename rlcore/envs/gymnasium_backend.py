@@ -1,0 +1,145 @@
+"""A :class:`~rlcore.envs.base.BatchedEnv` over gymnasium's vector environments (CPU simulators).
+
+Sub-environments run in gymnasium's ``SyncVectorEnv`` (default) or ``AsyncVectorEnv`` with the
+same-step auto-reset mode, so the contract of :mod:`rlcore.envs.base` holds as is; this class only
+converts between numpy and torch, validates and projects actions, and carries the action set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from rlcore.envs import snapshot
+from rlcore.envs.base import check_actions
+from solvers import ActionSet
+
+
+def _make_single(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    return gym.make(env_id, **env_kwargs)
+
+
+class GymnasiumBatchedEnv:
+    """``num_envs`` copies of a gymnasium task behind the batched torch interface."""
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        action_set: ActionSet | None = None,
+        vectorization: Literal["sync", "async"] = "sync",
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+        if vectorization not in ("sync", "async"):
+            raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}.")
+        env_kwargs = dict(env_kwargs or {})
+        probe = _probe(env_id, env_kwargs)
+        self.env_id = env_id
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.observation_space: gym.spaces.Box = probe.observation_space
+        native = probe.action_space
+        probe.close()
+
+        native_low = torch.as_tensor(native.low, dtype=torch.float32)
+        native_high = torch.as_tensor(native.high, dtype=torch.float32)
+        if action_set is None:
+            action_set = ActionSet.box(native_low, native_high)
+        action_set = action_set.with_dim(native.shape[0]).intersect_box(native_low, native_high)
+        self.action_set = action_set.to(self.device)
+        self.action_space = gym.spaces.Box(
+            low=np.maximum(action_set.low.numpy(), native.low).astype(np.float32),
+            high=np.minimum(action_set.high.numpy(), native.high).astype(np.float32),
+            dtype=np.float32,
+        )
+        self._native_low = native_low.numpy()
+        self._native_high = native_high.numpy()
+
+        factories = [lambda: _make_single(env_id, env_kwargs) for _ in range(num_envs)]
+        vector_cls = SyncVectorEnv if vectorization == "sync" else AsyncVectorEnv
+        self.vectorization = vectorization
+        self._vector = vector_cls(factories, autoreset_mode=AutoresetMode.SAME_STEP)
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.action_space.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(np.prod(self.observation_space.shape))
+
+    def _to_torch(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array), dtype=dtype).to(self.device)
+
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Reset every sub-environment; sub-environment ``i`` is seeded with ``seed + i``."""
+        obs, _ = self._vector.reset(seed=seed)
+        return self._to_torch(obs), {}
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   dict[str, Any]]:
+        check_actions(actions, self.num_envs, self.action_dim)
+        applied = self.action_set.project(actions.to(self.device, torch.float32))
+        # The set already lies in the native box; the clip only removes float round-off at its edges.
+        applied_np = np.clip(applied.cpu().numpy(), self._native_low, self._native_high)
+        obs, reward, terminated, truncated, info = self._vector.step(applied_np)
+        obs_t = self._to_torch(obs)
+        final_obs = obs_t.clone()
+        if "final_obs" in info:
+            for index in np.flatnonzero(info["_final_obs"]):
+                final_obs[index] = self._to_torch(info["final_obs"][index])
+        return (
+            obs_t,
+            self._to_torch(reward),
+            self._to_torch(terminated, torch.bool),
+            self._to_torch(truncated, torch.bool),
+            {"final_obs": final_obs, "applied_actions": applied},
+        )
+
+    def close(self) -> None:
+        self._vector.close()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The simulator state of every sub-environment (sync vectorization only)."""
+        if self.vectorization != "sync":
+            raise ValueError("only vectorization='sync' environments can be checkpointed exactly.")
+        return {"env_id": self.env_id, "envs": [snapshot.capture(env) for env in self._vector.envs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["env_id"] != self.env_id or len(state["envs"]) != self.num_envs:
+            raise ValueError(f"environment state is for {len(state['envs'])} x {state['env_id']}, "
+                             f"this environment is {self.num_envs} x {self.env_id}.")
+        for env, env_state in zip(self._vector.envs, state["envs"], strict=True):
+            snapshot.restore(env, env_state)
+
+    def __repr__(self) -> str:
+        return (f"GymnasiumBatchedEnv({self.env_id!r}, num_envs={self.num_envs}, device={self.device}, "
+                f"action_set={self.action_set}, vectorization={self.vectorization!r})")
+
+
+def _probe(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    """Build one environment to read its spaces, turning gymnasium's errors into clear ValueErrors."""
+    try:
+        env = gym.make(env_id, **env_kwargs)
+    except gym.error.Error as error:
+        known = sorted(gym.registry)
+        close = [name for name in known if env_id.split("-")[0].lower() in name.lower()][:8]
+        hint = f" Similar ids: {', '.join(close)}." if close else ""
+        raise ValueError(f"unknown or unavailable environment id {env_id!r}: {error}.{hint}") from error
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise ValueError(f"{env_id} has a {type(env.action_space).__name__} action space; rlcore environments "
+                         "need a continuous Box action space.")
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        env.close()
+        raise ValueError(f"{env_id} has a {type(env.observation_space).__name__} observation space; rlcore "
+                         "environments need a Box observation space.")
+    return env

@@ -1,0 +1,121 @@
+"""Run directories: the resolved config, TensorBoard event files, evaluations and checkpoints.
+
+Layout of ``runs/<algo>-<env>-s<seed>-<time>/``::
+
+    config.json          the resolved configuration (what ``--resume`` reads back)
+    events.out.tfevents.* TensorBoard scalars (``tensorboard --logdir runs``)
+    evaluations.jsonl    one line per evaluation: step, mean/std return, wall time
+    checkpoint.pt        the latest checkpoint (networks, optimisers, replay, RNG states, env state)
+    summary.json         written at the end: final evaluation, wall time, steps per second
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from :func:`config_to_dict` output (JSON lists back to tuples)."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"config has fields {unknown} that {config_cls.__name__} does not know.")
+    kwargs = {}
+    for name, value in values.items():
+        origin = typing.get_origin(fields[name].type) if not isinstance(fields[name].type, str) else None
+        is_tuple = origin is tuple or isinstance(fields[name].default, tuple) or (
+            isinstance(fields[name].type, str) and fields[name].type.startswith("tuple"))
+        kwargs[name] = tuple(value) if is_tuple and isinstance(value, list) else value
+    return config_cls(**kwargs)
+
+
+def new_run_dir(root: str | Path, algo: str, env_id: str, seed: int) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"{algo}-{env_id}-s{seed}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(root) / f"{algo}-{env_id}-s{seed}-{stamp}-{suffix}"
+    path.mkdir(parents=True)
+    return path
+
+
+def save_config(run_dir: Path, algo: str, config: Any) -> None:
+    payload = {"algo": algo, "config": config_to_dict(config)}
+    tmp = run_dir / "config.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(run_dir / "config.json")
+
+
+def load_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(algo, config_dict)`` from a run directory."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json).")
+    payload = json.loads(path.read_text())
+    return payload["algo"], payload["config"]
+
+
+class RunLogger:
+    """Writes scalars to TensorBoard and evaluations to ``evaluations.jsonl``.
+
+    Metrics are accumulated as tensors and only turned into Python numbers in :meth:`flush`, so
+    training steps never wait for the device.
+    """
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        self.run_dir = run_dir
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def accumulate(self, metrics: dict[str, torch.Tensor | float]) -> None:
+        for key, value in metrics.items():
+            value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def flush(self, step: int, prefix: str = "train/") -> dict[str, float]:
+        """Write the means of everything accumulated since the last flush."""
+        means = {key: float(total) / self._counts[key] for key, total in self._sums.items()}
+        for key, value in means.items():
+            self.writer.add_scalar(prefix + key, value, step)
+        self._sums.clear()
+        self._counts.clear()
+        return means
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "evaluations.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.writer.add_scalar("eval/return_mean", record["return_mean"], record["step"])
+        self.writer.add_scalar("eval/return_std", record["return_std"], record["step"])
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "evaluations.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["RunLogger", "config_from_dict", "config_to_dict", "load_config", "new_run_dir", "read_evaluations",
+           "save_config"]
