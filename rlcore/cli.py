@@ -100,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     torch.set_num_threads(1)
-    if command == "train":
-        return train_main(rest)
-    if command == "eval":
-        return eval_main(rest)
+    commands = {"train": train_main, "eval": eval_main}
+    if command in commands:
+        try:
+            return commands[command](rest)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"rlcore {command}: error: {error}", file=sys.stderr)
+            return 2
     if command == "solvers":
         import solvers
 

@@ -25,13 +25,13 @@ from solvers.result import MaxQResult, SolveStatus
 class CrossEntropySolver(SeededSolver):
     """Cross-entropy method with a diagonal Gaussian, returning the best sample seen per state."""
 
-    num_samples: int = 64
+    num_samples: int = 100
     """Candidate actions per sample and iteration."""
-    num_elites: int = 6
+    num_elites: int = 10
     """Best candidates used to refit the Gaussian."""
-    iterations: int = 10
+    iterations: int = 15
     """Maximum number of iterations."""
-    init_std: float = 0.5
+    init_std: float = 1.0
     """Initial standard deviation, as a fraction of the set's half-width per dimension."""
     tolerance: float = 1e-4
     """Stop when no sample's mean elite value changed by more than this in one iteration."""

@@ -26,13 +26,13 @@ from solvers.result import MaxQResult, SolveStatus
 class GradientAscentSolver(SeededSolver):
     """Projected gradient ascent with random restarts; returns the best point seen per sample."""
 
-    num_starts: int = 8
+    num_starts: int = 16
     """Random starts per sample (drawn uniformly from the set), in addition to the warm start."""
-    iterations: int = 20
+    iterations: int = 30
     """Maximum number of ascent steps."""
-    step_size: float = 0.1
+    step_size: float = 0.2
     """First step length, as a fraction of the set's half-width per dimension."""
-    step_decay: float = 0.9
+    step_decay: float = 0.85
     """Multiplier on the step length after every step."""
     tolerance: float = 1e-4
     """Stop when no sample's Q-value changed by more than this in one step."""

@@ -1,0 +1,51 @@
+"""The `rlcore` command end to end in a subprocess: train, TensorBoard events, resume, eval."""
+
+import json
+import subprocess
+import sys
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+TINY = ["--total-steps", "600", "--learning-starts", "200", "--eval-interval", "300", "--eval-episodes", "2",
+        "--checkpoint-interval", "300", "--log-interval", "200", "--no-progress"]
+
+
+def rlcore(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rlcore.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_train_eval_and_resume_from_the_command_line(tmp_path):
+    done = rlcore("train", "caql", "--env", "Pendulum-v1", "--action-bound", "1.0", "--seed", "2",
+                  "--log-root", "logs", *TINY, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "final evaluation at step 600" in done.stdout
+    (run_dir,) = (tmp_path / "logs").iterdir()
+    assert run_dir.name.startswith("caql-Pendulum-v1-s2-")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["algo"] == "caql" and config["config"]["action_bound"] == 1.0
+    assert len((run_dir / "evaluations.jsonl").read_text().splitlines()) == 2
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"eval/return_mean", "train/q_loss", "train/maxq_solve_seconds", "train/maxq_status_approximate",
+            "train/episode_return", "train/steps_per_second"} <= tags
+    assert [e.step for e in events.Scalars("eval/return_mean")] == [300, 600]
+
+    more = rlcore("train", "caql", "--resume", str(run_dir), "--total-steps", "900", "--no-progress", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert "final evaluation at step 900" in more.stdout
+
+    evaluated = rlcore("eval", str(run_dir), "--episodes", "3", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "over 3 episodes" in evaluated.stdout
+
+
+def test_clear_errors_from_the_command_line(tmp_path):
+    unknown = rlcore("train", "nosuchalgo", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown algorithm 'nosuchalgo'" in unknown.stderr
+    bad_env = rlcore("train", "caql", "--env", "NoSuchEnv-v0", *TINY, cwd=tmp_path)
+    assert bad_env.returncode != 0 and "unknown or unavailable environment id 'NoSuchEnv-v0'" in bad_env.stderr
+    missing = rlcore("eval", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode != 0 and "is not a run directory" in missing.stderr
