@@ -1,0 +1,284 @@
+"""The one training loop for on-policy agents: collect a rollout -> update -> evaluate -> log -> checkpoint.
+
+An on-policy agent provides
+
+* ``explore(obs) -> (actions, extras)``: act for training; ``extras`` is a dict of ``[N, ...]`` tensors the
+  agent wants back with the rollout (for example the log-probs of the sampled actions, the normalised
+  observations it acted on). It may update running statistics (an observation normaliser).
+* ``update(rollout) -> dict of detached tensors``: learn from a whole :class:`Rollout`.
+* ``act(obs, step, deterministic)``, ``state_dict()``, ``load_state_dict()``: as for off-policy agents, so
+  ``rlcore eval`` and the evaluation protocol treat both kinds alike.
+
+Everything else (run directory, config, TensorBoard, evaluation, checkpoints, bit-for-bit resume, progress
+bar) lives here, mirroring :func:`rlcore.training.train_off_policy`, so PPO and RWR share one loop.
+Checkpoints are written at rollout boundaries, where the agent holds no half-collected data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlcore import envs
+from rlcore.checkpoint import global_rng_state, load_checkpoint, save_checkpoint, set_global_rng_state
+from rlcore.evaluation import evaluate
+from rlcore.runs import RunLogger, new_run_dir, read_evaluations, save_config
+from rlcore.training import TrainConfig, TrainResult, _crossed, _write_summary, make_env
+from solvers import ActionSet
+
+
+@dataclass
+class OnPolicyConfig:
+    """Settings shared by every on-policy algorithm."""
+
+    env: str = "Pendulum-v1"
+    """Gymnasium environment id."""
+    action_bound: float | None = None
+    """Constrain actions to a set of this size (a box [-c, c]^d, or a ball of radius c; see action_set)."""
+    action_set: Literal["box", "l2_ball", "l1_ball"] = "box"
+    """Shape of the constraint that action_bound sets."""
+    num_envs: int = 1
+    """Parallel training environments."""
+    vectorization: Literal["sync", "async"] = "sync"
+    """Gymnasium vector env type; only 'sync' can be checkpointed exactly."""
+    backend: str = "gymnasium"
+    """Environment backend: 'gymnasium', 'torch' (tensor envs on `device`), 'mjwarp' or 'auto' (see envs.make)."""
+    total_steps: int = 100_000
+    """Environment steps to train for (summed over parallel environments)."""
+    num_steps: int = 2048
+    """Steps per environment in each rollout (a rollout holds num_steps * num_envs transitions)."""
+    eval_interval: int = 10_000
+    """Evaluate every this many environment steps (and at the end), at the next rollout boundary."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (deterministic policy, separate environments)."""
+    checkpoint_interval: int = 20_000
+    """Write a checkpoint every this many environment steps (and at the end), at a rollout boundary."""
+    seed: int = 1
+    """Seed for networks, environments and sampling."""
+    device: str = "cpu"
+    """Torch device for networks, rollout storage and environment outputs."""
+    torch_threads: int = 1
+    """torch.set_num_threads; one is fastest for small networks (and for parallel seeds)."""
+    log_root: str = "runs"
+    """Parent folder of new run directories."""
+    run_dir: str | None = None
+    """Use this run directory instead of a new one under log_root."""
+    resume: str | None = None
+    """Continue the run in this directory from its last checkpoint."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self) -> None:
+        for name in ("total_steps", "num_steps", "eval_interval", "eval_episodes", "checkpoint_interval",
+                     "num_envs", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.action_bound is not None and not self.action_bound > 0:
+            raise ValueError(f"action_bound must be > 0, got {self.action_bound}.")
+
+    def make_action_set(self) -> ActionSet | None:
+        # Same meaning of action_bound/action_set as the off-policy settings.
+        return TrainConfig.make_action_set(self)  # type: ignore[arg-type]
+
+
+@dataclass
+class Rollout:
+    """``T = num_steps`` steps of ``N = num_envs`` environments, on the env's device.
+
+    ``obs[t]`` is the observation acted on at step t, ``final_obs[t]`` the true next observation (the last
+    observation of the episode where it ended at t, ``info["final_obs"]``), so ``next_values`` for
+    :func:`rlcore.objectives.gae` are the values of ``final_obs``.
+    """
+
+    obs: torch.Tensor
+    """[T, N, obs_dim] raw observations."""
+    actions: torch.Tensor
+    """[T, N, action_dim] actions as sampled by the agent (before the env projects them onto its set)."""
+    rewards: torch.Tensor
+    """[T, N]"""
+    terminated: torch.Tensor
+    """[T, N] bool"""
+    truncated: torch.Tensor
+    """[T, N] bool"""
+    final_obs: torch.Tensor
+    """[T, N, obs_dim] true next observations."""
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    """[T, N, ...] per-step tensors returned by ``explore``."""
+
+
+class RolloutStorage:
+    """Preallocated rollout tensors on the device, filled step by step."""
+
+    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, action_dim: int, device: torch.device) -> None:
+        t, n = num_steps, num_envs
+        self.rollout = Rollout(
+            obs=torch.zeros(t, n, obs_dim, device=device), actions=torch.zeros(t, n, action_dim, device=device),
+            rewards=torch.zeros(t, n, device=device), terminated=torch.zeros(t, n, dtype=torch.bool, device=device),
+            truncated=torch.zeros(t, n, dtype=torch.bool, device=device),
+            final_obs=torch.zeros(t, n, obs_dim, device=device))
+
+    def add(self, t: int, obs: torch.Tensor, actions: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
+            truncated: torch.Tensor, final_obs: torch.Tensor, extras: dict[str, torch.Tensor]) -> None:
+        r = self.rollout
+        r.obs[t], r.actions[t], r.rewards[t] = obs.reshape(r.obs.shape[1:]), actions, reward
+        r.terminated[t], r.truncated[t], r.final_obs[t] = terminated, truncated, final_obs.reshape(r.obs.shape[1:])
+        for key, value in extras.items():
+            if key not in r.extras:
+                r.extras[key] = torch.zeros((r.rewards.shape[0], *value.shape), dtype=value.dtype,
+                                            device=value.device)
+            r.extras[key][t] = value
+
+
+class ObsNormalizer(nn.Module):
+    """Running mean and variance of observations (Chan et al.'s parallel update), clipped standardisation.
+
+        normalise(o) = clip((o − μ) / sqrt(σ² + ε), −clip, clip)
+
+    A module with buffers, so the statistics live in the agent's ``state_dict`` and a saved agent evaluates
+    with the statistics it trained with (what CleanRL's wrapper-based normalisation loses).
+    """
+
+    def __init__(self, shape: int, clip: float = 10.0, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor) -> None:
+        """Fold a batch ``[B, shape]`` into the statistics."""
+        x = obs.reshape(-1, self.mean.shape[0]).to(torch.float64)
+        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
+        self.count.copy_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        z = (obs - self.mean.to(obs.dtype)) / torch.sqrt(self.var.to(obs.dtype) + self.eps)
+        return z.clamp(-self.clip, self.clip)
+
+
+class OnPolicyAgent(Protocol):
+    def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def update(self, rollout: Rollout, progress: float) -> dict[str, torch.Tensor]: ...
+
+    def act(self, obs: torch.Tensor, step: int = 0, deterministic: bool = False) -> torch.Tensor: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+AgentFactory = Callable[[Any, envs.BatchedEnv], OnPolicyAgent]
+
+
+def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory) -> TrainResult:
+    """Train ``make_agent(config, env)`` on ``config.env``; resume from ``config.resume`` if set.
+
+    ``update`` receives ``progress`` in [0, 1), the fraction of ``total_steps`` done before the rollout (for
+    learning-rate annealing).
+    """
+    config.validate()
+    torch.set_num_threads(config.torch_threads)
+    if config.resume:
+        run_dir = Path(config.resume)
+        checkpoint = load_checkpoint(run_dir / "checkpoint.pt", map_location=config.device)
+    else:
+        run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.log_root, algo, config.env,
+                                                                           config.seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = None
+    save_config(run_dir, algo, config)
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    env = make_env(config, config.num_envs)  # type: ignore[arg-type]
+    eval_env = make_env(config, config.eval_episodes)  # type: ignore[arg-type]
+    agent = make_agent(config, env)
+    storage = RolloutStorage(config.num_steps, env.num_envs, env.obs_dim, env.action_dim, env.device)
+    eval_seed = config.seed + 1_000_003
+
+    step = 0
+    obs, _ = env.reset(seed=config.seed)
+    episode_return = torch.zeros(env.num_envs, device=env.device)
+    episode_length = torch.zeros(env.num_envs, dtype=torch.long, device=env.device)
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["agent"])
+        env.load_state_dict(checkpoint["env"])
+        loop = checkpoint["loop"]
+        step = loop["step"]
+        obs, episode_return, episode_length = (loop[k].to(env.device) for k in ("obs", "episode_return",
+                                                                                   "episode_length"))
+        set_global_rng_state(checkpoint["rng"])
+    evaluations = [e for e in read_evaluations(run_dir) if e["step"] <= step]
+    logger = RunLogger(run_dir, purge_step=step if checkpoint is not None else None)
+
+    def save(at_step: int) -> None:
+        loop = {"step": at_step, "obs": obs, "episode_return": episode_return, "episode_length": episode_length}
+        save_checkpoint(run_dir / "checkpoint.pt", {
+            "algo": algo, "config": dataclasses.asdict(config), "step": at_step, "agent": agent.state_dict(),
+            "env": env.state_dict(), "loop": loop, "rng": global_rng_state()})
+
+    def run_evaluation(at_step: int) -> None:
+        returns = evaluate(lambda o: agent.act(o, at_step, deterministic=True), eval_env, seed=eval_seed)
+        record = {"step": at_step, "return_mean": float(returns.mean()), "return_std": float(returns.std(0)),
+                  "returns": returns.tolist(), "wall_seconds": time.perf_counter() - start_time}
+        evaluations.append(record)
+        logger.evaluation(record)
+        bar.set_postfix(eval_return=f"{record['return_mean']:.1f}")
+
+    start_time, start_step = time.perf_counter(), step
+    bar = tqdm(total=config.total_steps, initial=step, disable=not config.progress, unit="step",
+               desc=f"{algo} {config.env}", dynamic_ncols=True)
+    while step < config.total_steps:
+        rollout_start = time.perf_counter()
+        # Finished episodes are summed on the device and read once per rollout (no host sync per step).
+        ended = torch.zeros(3, device=env.device)  # count, return sum, length sum
+        for t in range(config.num_steps):
+            actions, extras = agent.explore(obs)
+            next_obs, reward, terminated, truncated, info = env.step(actions)
+            storage.add(t, obs, actions, reward, terminated, truncated, info["final_obs"], extras)
+            episode_return += reward
+            episode_length += 1
+            done = terminated | truncated
+            ended += torch.stack([done.sum(), (episode_return * done).sum(), (episode_length * done).sum()]).float()
+            episode_return = episode_return * ~done
+            episode_length = episode_length * ~done
+            obs = next_obs
+        collect_seconds = time.perf_counter() - rollout_start
+        count, return_sum, length_sum = ended.tolist()
+        if count > 0:
+            logger.accumulate({"episode_return": return_sum / count, "episode_length": length_sum / count})
+        progress = step / config.total_steps
+        previous_step, step = step, step + config.num_steps * env.num_envs
+        logger.accumulate(agent.update(storage.rollout, progress))
+        bar.update(step - previous_step)
+
+        # One rollout is one logging period: its mean metrics, and the speed of collection and of the whole.
+        logger.flush(step)
+        now = time.perf_counter()
+        logger.scalar("train/steps_per_second", (step - previous_step) / max(now - rollout_start, 1e-9), step)
+        logger.scalar("train/collect_seconds", collect_seconds, step)
+        if _crossed(previous_step, step, config.eval_interval) or step >= config.total_steps:
+            run_evaluation(step)
+        if _crossed(previous_step, step, config.checkpoint_interval) or step >= config.total_steps:
+            save(step)
+    bar.close()
+    logger.close()
+    env.close()
+    eval_env.close()
+    _write_summary(run_dir, algo, config, evaluations, step, step - start_step,  # type: ignore[arg-type]
+                   time.perf_counter() - start_time)
+    return TrainResult(agent=agent, run_dir=run_dir, evaluations=evaluations)

@@ -1,0 +1,265 @@
+"""PPO with a Gaussian policy over any BatchedEnv (Schulman et al., 2017), built from rlcore.objectives.
+
+Per rollout of T = num_steps steps of N environments:
+
+1. act with a ~ N(μ_θ(s), σ_θ²) on normalised observations; record log π_old(a|s);
+2. V(s_t) and V(s'_t) by the critic, where s'_t is the true next observation (``final_obs`` at a time-limit
+   cut), and GAE(γ, λ) advantages and returns, bootstrapping through truncation but not termination
+   (:func:`~rlcore.objectives.gae`);
+3. ``update_epochs`` passes over the rollout in ``num_minibatches`` shuffled minibatches, minimising
+
+       L = clipped_pg_loss(log π, log π_old, Â, ε) + c_v · value_loss(V, R, V_old, ε_v) − c_H · H[π]
+
+   with per-minibatch advantage normalisation, global-norm gradient clipping, and an optional early stop
+   once the k3 estimate of KL(π_old ‖ π) exceeds ``target_kl``.
+
+It follows CleanRL's ``ppo_continuous_action.py`` and Stable-Baselines3's defaults (Adam 3e-4, 2048 steps,
+10 epochs, 32 minibatches, γ 0.99, λ 0.95, ε 0.2, state-independent log-std, orthogonal initialisation,
+tanh networks). Deliberate differences:
+
+* truncation is not termination: the value of ``final_obs`` is bootstrapped (SB3 does this since 2.x with an
+  extra reward term; CleanRL treats truncation as termination);
+* the observation normaliser is a module of the agent (saved with it, frozen at evaluation), not an
+  environment wrapper; observations are normalised with statistics updated before each step;
+* no reward normalisation (SB3's default, for a like-for-like comparison);
+* actions are sampled unsquashed and the environment projects them onto its action set, as in SB3/CleanRL
+  (``squash=True`` instead samples a tanh-squashed Gaussian inside the set's bounding box, whose log-probs
+  then account for the squashing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlcore.algos.on_policy import ObsNormalizer, OnPolicyConfig, Rollout, train_on_policy
+from rlcore.distributions import DiagGaussian
+from rlcore.envs.base import BatchedEnv
+from rlcore.objectives import clipped_pg_loss, gae, normalize_advantages, value_loss
+from rlcore.training import TrainResult
+from solvers import ActionSet
+
+
+@dataclass
+class PPOConfig(OnPolicyConfig):
+    """PPO settings (the shared loop's settings are in :class:`~rlcore.algos.on_policy.OnPolicyConfig`)."""
+
+    learning_rate: float = 3e-4
+    """Adam learning rate (of the policy and the critic)."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over total_steps."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    update_epochs: int = 10
+    """Passes over each rollout."""
+    num_minibatches: int = 32
+    """Minibatches per pass (minibatch size = num_steps * num_envs / num_minibatches)."""
+    clip_coef: float = 0.2
+    """Clipping epsilon of the probability ratio."""
+    clip_vloss: bool = False
+    """Clip the value update to clip_coef around the values at collection time (SB3: off, CleanRL: on)."""
+    norm_adv: bool = True
+    """Standardise advantages within each minibatch."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: float | None = None
+    """Stop the epochs of a rollout once the approximate KL(pi_old || pi) exceeds this (None: never)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layers of the policy and of the critic (separate networks, tanh)."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the policy."""
+    normalize_obs: bool = True
+    """Standardise observations with running statistics kept in the agent."""
+    squash: bool = False
+    """Sample tanh-squashed actions inside the action set's bounding box instead of leaving it to the env."""
+
+    def validate(self) -> None:
+        super().validate()
+        if (self.num_steps * self.num_envs) % self.num_minibatches:
+            raise ValueError(f"num_steps * num_envs = {self.num_steps * self.num_envs} must be divisible by "
+                             f"num_minibatches = {self.num_minibatches}.")
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, {self.gae_lambda}.")
+        for name in ("learning_rate", "clip_coef", "max_grad_norm", "update_epochs", "num_minibatches"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain ``std`` and constant bias, the initialisation of the PPO implementations."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def tanh_mlp(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int, out_std: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [layer_init(nn.Linear(in_dim, size)), nn.Tanh()]
+        in_dim = size
+    return nn.Sequential(*layers, layer_init(nn.Linear(in_dim, out_dim), std=out_std))
+
+
+class GaussianActorCritic(nn.Module):
+    """Policy mean μ(s), a state-independent log σ, and a separate critic V(s), over normalised observations."""
+
+    def __init__(self, obs_dim: int, action_set: ActionSet, hidden_sizes: tuple[int, ...], init_log_std: float,
+                 normalize_obs: bool, squash: bool) -> None:
+        super().__init__()
+        action_dim = action_set.dim
+        self.normalizer = ObsNormalizer(obs_dim) if normalize_obs else None
+        # Small last-layer gains: the policy starts near μ = 0 and the critic near V = 0 (CleanRL, SB3).
+        self.actor_mean = tanh_mlp(obs_dim, hidden_sizes, action_dim, out_std=0.01)
+        self.actor_log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+        self.critic = tanh_mlp(obs_dim, hidden_sizes, 1, out_std=1.0)
+        self.squash = squash
+        self.register_buffer("low", action_set.low.clone().float())
+        self.register_buffer("high", action_set.high.clone().float())
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if self.normalizer is None else self.normalizer(obs)
+
+    def dist(self, norm_obs: torch.Tensor) -> DiagGaussian:
+        mean = self.actor_mean(norm_obs)
+        if self.squash:
+            return DiagGaussian(mean, self.actor_log_std, squash=True, low=self.low, high=self.high)
+        return DiagGaussian(mean, self.actor_log_std)
+
+    def value(self, norm_obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(norm_obs).squeeze(-1)
+
+
+class PPOAgent:
+    """The actor-critic, its optimiser and PPO's update; acts by sampling the Gaussian."""
+
+    def __init__(self, config: PPOConfig, obs_dim: int, action_set: ActionSet,
+                 device: str | torch.device = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.action_set = action_set.to(self.device)
+        self.model = GaussianActorCritic(obs_dim, self.action_set, config.hidden_sizes, config.init_log_std,
+                                         config.normalize_obs, config.squash).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, eps=1e-5)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
+        self.updates = 0
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, step: int = 0, deterministic: bool = False) -> torch.Tensor:
+        dist = self.model.dist(self.model.normalize(obs.to(self.device)))
+        return dist.mode if deterministic else dist.sample(self.generator)
+
+    @torch.no_grad()
+    def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sample training actions; update the observation statistics first (they then stay fixed in the
+        stored ``norm_obs``, so the update sees exactly what the policy acted on)."""
+        obs = obs.to(self.device)
+        if self.model.normalizer is not None:
+            self.model.normalizer.update(obs)
+        norm_obs = self.model.normalize(obs)
+        actions, log_prob = self.model.dist(norm_obs).sample_and_log_prob(self.generator)
+        return actions, {"norm_obs": norm_obs, "log_prob": log_prob}
+
+    # ------------------------------------------------------------------ update
+    @torch.no_grad()
+    def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(values, advantages, returns), each ``[T, N]``, by GAE over the rollout."""
+        c = self.config
+        norm_obs = rollout.extras["norm_obs"]
+        values = self.model.value(norm_obs)
+        # V(s'_t): inside an episode s'_t = s_{t+1}, whose value (on the observation as it was normalised when
+        # acted on) is values[t+1]; at episode ends and at the rollout's last step it is V(final_obs).
+        next_values = self.model.value(self.model.normalize(rollout.final_obs))
+        continues = ~(rollout.terminated | rollout.truncated)
+        next_values[:-1] = torch.where(continues[:-1], values[1:], next_values[:-1])
+        advantages, returns = gae(rollout.rewards, values, next_values, rollout.terminated, rollout.truncated,
+                                  c.gamma, c.gae_lambda)
+        return values, advantages, returns
+
+    def update(self, rollout: Rollout, progress: float = 0.0) -> dict[str, torch.Tensor]:
+        c = self.config
+        if c.anneal_lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = c.learning_rate * (1.0 - progress)
+        values, advantages, returns = self.advantages(rollout)
+        flat = {"norm_obs": rollout.extras["norm_obs"].flatten(0, 1), "actions": rollout.actions.flatten(0, 1),
+                "log_prob": rollout.extras["log_prob"].flatten(0, 1), "advantages": advantages.flatten(),
+                "returns": returns.flatten(), "values": values.flatten()}
+        batch_size = flat["returns"].shape[0]
+        minibatch_size = batch_size // c.num_minibatches
+        metrics: dict[str, list[torch.Tensor]] = {}
+        stop = False
+        for _ in range(c.update_epochs):
+            order = torch.randperm(batch_size, generator=self.generator, device=self.device)
+            for start in range(0, batch_size, minibatch_size):
+                idx = order[start:start + minibatch_size]
+                mb = {k: v[idx] for k, v in flat.items()}
+                dist = self.model.dist(mb["norm_obs"])
+                log_prob = dist.log_prob(mb["actions"])
+                adv = normalize_advantages(mb["advantages"]) if c.norm_adv else mb["advantages"]
+                pg_loss, pg_metrics = clipped_pg_loss(log_prob, mb["log_prob"], adv, c.clip_coef)
+                v_loss, v_metrics = value_loss(self.model.value(mb["norm_obs"]), mb["returns"],
+                                               mb["values"] if c.clip_vloss else None,
+                                               c.clip_coef if c.clip_vloss else None)
+                # A squashed Gaussian has no closed-form entropy: use the one-sample estimate −log π(a).
+                entropy = (-log_prob).mean() if c.squash else dist.entropy().mean()
+                loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+                self.optimizer.step()
+                self.updates += 1
+                step_metrics = {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(),
+                                "entropy": entropy.detach(), "grad_norm": grad_norm.detach(), **pg_metrics}
+                if "clip_fraction" in v_metrics:
+                    step_metrics["value_clip_fraction"] = v_metrics["clip_fraction"]
+                for key, value in step_metrics.items():
+                    metrics.setdefault(key, []).append(value)
+                # One host sync per minibatch, and only when early stopping is asked for.
+                if c.target_kl is not None and pg_metrics["approx_kl"].item() > c.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+        out = {key: torch.stack(history).mean() for key, history in metrics.items()}
+        out["explained_variance"] = value_loss(values.flatten(), returns.flatten())[1]["explained_variance"]
+        out["std"] = self.model.actor_log_std.detach().exp().mean()
+        out["learning_rate"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = [k for k in ("model", "optimizer", "generator", "updates") if k not in state]
+        if missing:
+            raise ValueError(f"PPO agent state is missing {', '.join(missing)}.")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.updates = state["updates"]
+
+
+def make_agent(config: PPOConfig, env: BatchedEnv) -> PPOAgent:
+    obs_dim = int(np.prod(env.observation_space.shape))
+    return PPOAgent(config, obs_dim, env.action_set, config.device)
+
+
+def train(config: PPOConfig | None = None) -> TrainResult:
+    """Train PPO; returns the agent, its run directory and the evaluation history."""
+    return train_on_policy("ppo", config or PPOConfig(), make_agent)
