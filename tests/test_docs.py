@@ -1,0 +1,34 @@
+"""Every ```python block of every docs page runs, top to bottom, one page per fresh interpreter.
+
+Pages run in a temporary directory (so their runs/ folders land there). A block fenced as
+```python no-run``` is shown but not executed (for commands that would take too long).
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+PAGES = sorted(p for p in DOCS.rglob("*.md") if BLOCK.search(p.read_text()))
+
+
+def page_code(page: Path) -> str:
+    blocks = BLOCK.findall(page.read_text())
+    header = "import torch\ntorch.set_num_threads(1)\n"
+    return header + "\n".join(f"# --- block {i + 1}\n{code}" for i, code in enumerate(blocks))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+def test_docs_page_runs(page, tmp_path):
+    script = tmp_path / "page.py"
+    script.write_text(page_code(page))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{page.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
+def test_every_docs_page_is_found():
+    assert PAGES, "no docs page with python blocks found"
