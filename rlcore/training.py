@@ -42,6 +42,8 @@ class TrainConfig:
     """Parallel training environments."""
     vectorization: Literal["sync", "async"] = "sync"
     """Gymnasium vector env type; only 'sync' can be checkpointed exactly."""
+    backend: str = "gymnasium"
+    """Environment backend: 'gymnasium', 'torch' (tensor envs on `device`), 'mjwarp' or 'auto' (see envs.make)."""
     total_steps: int = 15_000
     """Environment steps to train for (summed over parallel environments)."""
     learning_starts: int = 1_280
@@ -123,9 +125,9 @@ class TrainResult:
 AgentFactory = Callable[[Any, envs.BatchedEnv], OffPolicyAgent]
 
 
-def make_env(config: TrainConfig, num_envs: int) -> envs.GymnasiumBatchedEnv:
+def make_env(config: TrainConfig, num_envs: int) -> envs.BatchedEnv:
     return envs.make(config.env, num_envs=num_envs, device=config.device, action_set=config.make_action_set(),
-                     vectorization=config.vectorization if num_envs > 1 else "sync")
+                     vectorization=config.vectorization if num_envs > 1 else "sync", backend=config.backend)
 
 
 def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory) -> TrainResult:
