@@ -9,7 +9,7 @@ upper bounds, per-sample status)::
     result = solvers.make("ga").solve(net, states, solvers.ActionSet.box(-1.0, 1.0, dim=3))
 """
 
-from solvers import cem, gradient_ascent  # noqa: F401  (registers "cem" and "ga")
+from solvers import bnb, cem, gradient_ascent, mip_solver  # noqa: F401  (registers "bnb", "cem", "ga", the MIPs)
 from solvers.action_set import ActionSet
 from solvers.registry import MaxQSolver, available, make, register
 from solvers.relu_net import ReLUNet

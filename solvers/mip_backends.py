@@ -1,0 +1,326 @@
+"""Solve one :class:`~solvers.mip_model.MIPProblem` with SCIP (PySCIPOpt) or OR-Tools.
+
+Every backend builds the model of :mod:`solvers.mip_model` through its own :class:`Writer`, hands the
+forward-pass hint over as a complete solution, applies the absolute / relative gap and the time limit,
+and maps its termination to a :class:`MIPOutcome`: a limit is never an exception, a real solver error
+is (with the solver's own message; OR-Tools hides it behind ``'StatusNotOk' object has no attribute
+'canonical_code'``, google/or-tools#4606, so it is dug out of the exception chain).
+
+* ``"scip"``: PySCIPOpt; l2 ball as a quadratic constraint; big-M or SOS1; separator settings.
+* ``"ortools-scip"``: OR-Tools MathOpt with GSCIP; l2 ball as a quadratic constraint.
+* ``"ortools-highs"``: MathOpt with HiGHS; l2 ball by outer-approximation cuts.
+* ``"ortools-cbc"``: ``pywraplp`` with CBC (MathOpt has no CBC); l2 ball by cuts; relative gap only.
+
+Each call runs in whatever process calls it: :mod:`solvers.parallel` maps it over worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from solvers.mip_model import MIPOutcome, MIPProblem, encode, forward, hint_values, l2_cut, project
+
+BACKENDS = ("scip", "ortools-scip", "ortools-highs", "ortools-cbc")
+SEPARATING = ("default", "no-aggregation", "fast", "off")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Solver settings shared by the backends (see :class:`solvers.mip_solver.MIPSolver`)."""
+
+    backend: str = "scip"
+    formulation: str = "bigm"
+    time_limit: float = 10.0
+    gap: float = 1e-3
+    relative_gap: float = 0.0
+    separating: str = "no-aggregation"
+    params: dict[str, Any] = field(default_factory=dict)
+    max_cut_rounds: int = 30
+    seed: int = 0
+    verbose: bool = False
+
+
+def solve_problem(job: tuple[MIPProblem, BackendOptions]) -> MIPOutcome:
+    """Solve one problem (a module-level function so that process pools can pickle it)."""
+    problem, options = job
+    start = time.perf_counter()
+    if options.backend == "scip":
+        outcome = _solve_scip(problem, options)
+    elif options.backend in ("ortools-scip", "ortools-highs"):
+        outcome = _cut_loop(problem, options, _solve_mathopt)
+    elif options.backend == "ortools-cbc":
+        outcome = _cut_loop(problem, options, _solve_cbc)
+    else:
+        raise ValueError(f"unknown MIP backend {options.backend!r}; choose one of {', '.join(BACKENDS)}.")
+    return MIPOutcome(outcome.action, outcome.objective, outcome.bound, outcome.limit_reached,
+                      time.perf_counter() - start, outcome.message)
+
+
+def _constant(problem: MIPProblem, objective: Any) -> MIPOutcome | None:
+    """Every neuron is dead or the network ignores the action: the objective is a number."""
+    if isinstance(objective, (int, float)):
+        action = problem.hint if problem.hint is not None else problem.center
+        return MIPOutcome(np.asarray(action, dtype=np.float64), float(objective), float(objective), False, 0.0)
+    return None
+
+
+# -------------------------------------------------------------------------------------------- SCIP
+class _ScipWriter:
+    def __init__(self, model: Any) -> None:
+        from pyscipopt import quicksum
+
+        self.model, self._sum = model, quicksum
+
+    def var(self, lb: float, ub: float, integer: bool = False) -> Any:
+        return self.model.addVar(lb=lb, ub=ub, vtype="B" if integer else "C")
+
+    def add(self, constraint: Any) -> None:
+        self.model.addCons(constraint)
+
+    add_quadratic = add
+
+    def total(self, terms: list) -> Any:
+        return self._sum(terms)
+
+    def sos1(self, first: Any, second: Any) -> None:
+        self.model.addConsSOS1([first, second])
+
+
+def _solve_scip(problem: MIPProblem, options: BackendOptions) -> MIPOutcome:
+    from pyscipopt import SCIP_PARAMSETTING, Model
+
+    model = Model()
+    if not options.verbose:
+        model.hideOutput()
+    encoding = encode(problem, _ScipWriter(model), options.formulation, l2="quadratic")
+    if (constant := _constant(problem, encoding.objective)) is not None:
+        return constant
+    model.setObjective(encoding.objective, "maximize")
+    model.setParam("limits/time", max(float(options.time_limit), 1e-3))
+    model.setParam("limits/absgap", float(options.gap))
+    model.setParam("limits/gap", float(options.relative_gap))
+    model.setParam("randomization/randomseedshift", int(options.seed))
+    if options.separating == "no-aggregation":
+        model.setParam("separating/aggregation/freq", -1)
+    elif options.separating == "fast":
+        model.setSeparating(SCIP_PARAMSETTING.FAST)
+    elif options.separating == "off":
+        model.setSeparating(SCIP_PARAMSETTING.OFF)
+    for name, value in options.params.items():
+        model.setParam(name, value)
+    if problem.hint is not None:
+        solution = model.createSol()
+        for variable, value in zip(encoding.variables, hint_values(problem, problem.hint, options.formulation),
+                                   strict=True):
+            model.setSolVal(solution, variable, value)
+        model.addSol(solution)
+    model.optimize()
+    status = model.getStatus()
+    if status in ("infeasible", "unbounded", "inforunbd"):
+        raise RuntimeError(f"SCIP reports the max-Q model {status}: the bounds or the action set are inconsistent.")
+    action, objective = None, -math.inf
+    if model.getNSols() > 0:
+        best = model.getBestSol()
+        action = np.array([model.getSolVal(best, a) for a in encoding.actions])
+        objective = model.getSolObjVal(best)
+    return MIPOutcome(action, objective, float(model.getDualbound()),
+                      status not in ("optimal", "gaplimit"), 0.0, status)
+
+
+# ----------------------------------------------------------------------------------------- OR-Tools
+def _ortools_error(error: Exception) -> str:
+    """The real message behind OR-Tools' ``StatusNotOk`` (google/or-tools#4606)."""
+    messages, seen = [], error
+    while seen is not None:
+        messages.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__context__ or seen.__cause__
+    inner = [m for m in messages if "StatusNotOk" in m and "canonical_code" not in m]
+    return inner[-1] if inner else messages[-1]
+
+
+class _MathOptWriter:
+    def __init__(self, model: Any) -> None:
+        from ortools.math_opt.python import mathopt
+
+        self.model, self._sum = model, mathopt.fast_sum
+
+    def var(self, lb: float, ub: float, integer: bool = False) -> Any:
+        return self.model.add_variable(lb=lb, ub=ub, is_integer=integer)
+
+    def add(self, constraint: Any) -> None:
+        self.model.add_linear_constraint(constraint)
+
+    def add_quadratic(self, constraint: Any) -> None:
+        self.model.add_quadratic_constraint(constraint)
+
+    def total(self, terms: list) -> Any:
+        return self._sum(terms)
+
+    def sos1(self, first: Any, second: Any) -> None:
+        raise ValueError("formulation='sos1' needs the 'scip' backend; OR-Tools backends take 'bigm'.")
+
+
+class _CbcWriter(_MathOptWriter):
+    def __init__(self, solver: Any) -> None:
+        self.solver = solver
+
+    def var(self, lb: float, ub: float, integer: bool = False) -> Any:
+        return self.solver.IntVar(lb, ub, "") if integer else self.solver.NumVar(lb, ub, "")
+
+    def add(self, constraint: Any) -> None:
+        self.solver.Add(constraint)
+
+    def add_quadratic(self, constraint: Any) -> None:  # pragma: no cover - encode() asks for cuts here
+        raise ValueError("CBC takes no quadratic constraints; the l2 ball is handled by cuts.")
+
+    def total(self, terms: list) -> Any:
+        return self.solver.Sum(terms)
+
+
+class _Session:
+    """A built model that :func:`_cut_loop` can re-solve after adding cuts."""
+
+    def __init__(self, writer: Any, encoding: Any, solve: Any) -> None:
+        self.writer, self.encoding, self.solve = writer, encoding, solve
+
+
+def _cut_loop(problem: MIPProblem, options: BackendOptions, build: Any) -> MIPOutcome:
+    """Solve; for an l2 ball on a MILP solver, add outer-approximation cuts until the action is inside."""
+    start = time.perf_counter()
+    session = build(problem, options)
+    if isinstance(session, MIPOutcome):
+        return session
+    cuts = problem.set_kind == "l2_ball" and options.backend != "ortools-scip"
+    if cuts:
+        for g in _initial_directions(problem):
+            _add_cut(session, g, float(problem.radius + g @ problem.center))
+    bound, best_action, best_value, message = math.inf, None, -math.inf, ""
+    for _ in range(max(options.max_cut_rounds, 1) if cuts else 1):
+        remaining = options.time_limit - (time.perf_counter() - start)
+        outcome = session.solve(max(remaining, 1e-3))
+        bound, message = min(bound, outcome.bound), outcome.message
+        if outcome.action is None:
+            return MIPOutcome(best_action, best_value, bound, True, 0.0, message)
+        cut = l2_cut(problem, outcome.action) if cuts else None
+        action = project(problem, outcome.action) if cut is not None else outcome.action
+        value = forward(problem, action)[1]
+        if value > best_value:
+            best_action, best_value = action, value
+        if cut is None:
+            return MIPOutcome(best_action, best_value, bound, outcome.limit_reached, 0.0, message)
+        if outcome.limit_reached or time.perf_counter() - start >= options.time_limit:
+            break
+        _add_cut(session, *cut)
+    return MIPOutcome(best_action, best_value, bound, True, 0.0, message or "cut rounds exhausted")
+
+
+def _add_cut(session: _Session, g: np.ndarray, rhs: float) -> None:
+    writer, actions = session.writer, session.encoding.actions
+    writer.add(writer.total([float(gi) * a for gi, a in zip(g, actions, strict=True)]) <= rhs)
+
+
+def _initial_directions(problem: MIPProblem) -> list[np.ndarray]:
+    """Unit directions of the first outer-approximation cuts: the diagonals (up to 6 dims) and the hint's."""
+    dim = problem.action_dim
+    directions = []
+    if 1 < dim <= 6:
+        directions = [(2 * np.array(bits) - 1) / math.sqrt(dim) for bits in np.ndindex(*(2,) * dim)]
+    if problem.hint is not None:
+        offset = problem.hint - problem.center
+        if np.linalg.norm(offset) > 1e-9:
+            directions.append(offset / np.linalg.norm(offset))
+    return directions
+
+
+def _solve_mathopt(problem: MIPProblem, options: BackendOptions) -> _Session | MIPOutcome:
+    from ortools.math_opt.python import mathopt
+
+    model = mathopt.Model()
+    writer = _MathOptWriter(model)
+    l2 = "quadratic" if options.backend == "ortools-scip" else "cuts"
+    encoding = encode(problem, writer, options.formulation, l2=l2)
+    if (constant := _constant(problem, encoding.objective)) is not None:
+        return constant
+    model.maximize(encoding.objective)
+    solver_type = mathopt.SolverType.GSCIP if options.backend == "ortools-scip" else mathopt.SolverType.HIGHS
+    hints = []
+    if problem.hint is not None:
+        values = hint_values(problem, problem.hint, options.formulation)
+        hints = [mathopt.SolutionHint(variable_values=dict(zip(encoding.variables, values, strict=True)))]
+
+    def solve(time_limit: float) -> MIPOutcome:
+        params = mathopt.SolveParameters(time_limit=timedelta(seconds=time_limit), enable_output=options.verbose,
+                                         absolute_gap_tolerance=options.gap,
+                                         relative_gap_tolerance=options.relative_gap)
+        if options.backend == "ortools-scip":
+            params.random_seed = options.seed
+            if options.separating == "no-aggregation":
+                params.gscip.int_params["separating/aggregation/freq"] = -1
+            elif options.separating in ("fast", "off"):
+                params.cuts = mathopt.Emphasis.LOW if options.separating == "fast" else mathopt.Emphasis.OFF
+            for name, value in options.params.items():
+                kind = {bool: "bool_params", int: "int_params", float: "real_params"}.get(type(value), "string_params")
+                getattr(params.gscip, kind)[name] = value
+        try:
+            result = mathopt.solve(model, solver_type, params=params,
+                                   model_params=mathopt.ModelSolveParameters(solution_hints=hints))
+        except Exception as error:  # re-raised below with the solver's real message
+            raise RuntimeError(f"OR-Tools {options.backend} failed: {_ortools_error(error)}") from None
+        reason = result.termination.reason
+        if reason in (mathopt.TerminationReason.INFEASIBLE, mathopt.TerminationReason.UNBOUNDED,
+                      mathopt.TerminationReason.INFEASIBLE_OR_UNBOUNDED, mathopt.TerminationReason.OTHER_ERROR,
+                      mathopt.TerminationReason.NUMERICAL_ERROR):
+            raise RuntimeError(f"OR-Tools {options.backend} stopped with {reason.name}: {result.termination.detail}")
+        action = None
+        if result.has_primal_feasible_solution():
+            action = np.array(result.variable_values(encoding.actions), dtype=np.float64)
+        bound = result.termination.objective_bounds.dual_bound
+        bound = math.inf if bound is None or math.isnan(bound) else float(bound)
+        return MIPOutcome(action, -math.inf, bound, reason != mathopt.TerminationReason.OPTIMAL, 0.0,
+                          f"{reason.name} {result.termination.detail}")
+
+    return _Session(writer, encoding, solve)
+
+
+def _solve_cbc(problem: MIPProblem, options: BackendOptions) -> _Session | MIPOutcome:
+    from ortools.linear_solver import pywraplp
+
+    solver = pywraplp.Solver.CreateSolver("CBC")
+    if solver is None:
+        raise RuntimeError("OR-Tools could not create the CBC solver (pywraplp.Solver.CreateSolver('CBC')).")
+    writer = _CbcWriter(solver)
+    encoding = encode(problem, writer, options.formulation, l2="cuts")
+    if (constant := _constant(problem, encoding.objective)) is not None:
+        return constant
+    solver.Maximize(encoding.objective)
+    if options.verbose:
+        solver.EnableOutput()
+    if problem.hint is not None:
+        solver.SetHint(encoding.variables, hint_values(problem, problem.hint, options.formulation))
+    for name, value in options.params.items():
+        solver.SetSolverSpecificParametersAsString(f"{name} {value}")
+
+    def solve(time_limit: float) -> MIPOutcome:
+        # pywraplp has only a relative gap: turn the absolute one into a relative one at the hint's scale.
+        scale = max(abs(problem.hint_value), 1.0) if problem.hint is not None else 1.0
+        params = pywraplp.MPSolverParameters()
+        params.SetDoubleParam(params.RELATIVE_MIP_GAP, max(options.relative_gap, options.gap / scale / 2))
+        solver.SetTimeLimit(max(int(time_limit * 1000), 1))
+        status = solver.Solve(params)
+        if status in (pywraplp.Solver.INFEASIBLE, pywraplp.Solver.UNBOUNDED, pywraplp.Solver.ABNORMAL,
+                      pywraplp.Solver.MODEL_INVALID):
+            raise RuntimeError(f"OR-Tools CBC stopped with status {status} (infeasible, unbounded or abnormal).")
+        if status == pywraplp.Solver.NOT_SOLVED:
+            return MIPOutcome(None, -math.inf, math.inf, True, 0.0, "NOT_SOLVED")
+        action = np.array([a.solution_value() for a in encoding.actions], dtype=np.float64)
+        bound = float(solver.Objective().BestBound())
+        return MIPOutcome(action, solver.Objective().Value(), bound, status != pywraplp.Solver.OPTIMAL, 0.0,
+                          "OPTIMAL" if status == pywraplp.Solver.OPTIMAL else "FEASIBLE")
+
+    return _Session(writer, encoding, solve)

@@ -1,0 +1,202 @@
+"""The MIP model of ``max_a Q(x, a)`` for one fixed input, written once for every backend.
+
+Inputs are a frozen :class:`MIPProblem` (numpy only, so it pickles cheaply to worker processes):
+the layers with the state folded into the first bias, bounds ``l <= z <= u`` per hidden neuron and the
+action set. :func:`encode` writes, through a small :class:`Writer` adapter (one per backend),
+
+    maximise  w_L . h_{L-1} + b_L
+    s.t. (1) z_k = W_k h_{k-1} + b_k,  h_0 = a                (an expression, never a variable)
+         (2) u_kj <= 0:  h_kj = 0                              (the neuron is deleted)
+         (3) l_kj >= 0:  h_kj = z_kj                           (substituted, no binary)
+         unstable neurons, big-M (Anderson et al., 2020):
+         (4) h >= z,  0 <= h <= u,  (5) h <= z - l (1 - d),  (6) h <= u d,  d in {0, 1}
+         unstable neurons, SOS1 (SCIP only):
+         (7) z = h - t,  h in [0, u],  t in [0, -l],  SOS1{h, t}
+         action set:
+         (8) low <= a <= high                                  (box; a ball's bounding box)
+         (9) l1 ball: s >= a - c,  s >= c - a,  sum(s) <= r
+        (10) l2 ball: sum((a - c)^2) <= r^2  (SCIP), or outer-approximation cuts
+             g . (a - c) <= r with g = (a* - c) / ||a* - c||, added while ||a* - c|| > r (MILP solvers)
+
+:func:`hint_values` is the complete solution that a forward pass at a hint action gives (every
+``h``, ``d``, ``t`` and ``s``), so that a solver can take it as a full incumbent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MIPProblem:
+    """One max-Q instance: folded layers, neuron bounds and the action set, as numpy arrays."""
+
+    weights: tuple[np.ndarray, ...]
+    """``W_1`` (action columns only, ``[h1, A]``), ``W_2``, ..., ``W_L`` (``[1, h_{L-1}]``)."""
+    biases: tuple[np.ndarray, ...]
+    """``b_1 = W_x x + b`` (this sample's), ``b_2``, ..., ``b_L``."""
+    lower: tuple[np.ndarray, ...]
+    """Lower bounds on the pre-activations of every hidden layer."""
+    upper: tuple[np.ndarray, ...]
+    set_kind: str
+    low: np.ndarray
+    high: np.ndarray
+    center: np.ndarray
+    radius: float
+    hint: np.ndarray | None = None
+    """An action in the set to hand to the solver as a complete solution."""
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.weights[0].shape[1])
+
+    @property
+    def hint_value(self) -> float:
+        """``Q`` at the hint (``-inf`` without one)."""
+        return forward(self, self.hint)[1] if self.hint is not None else float("-inf")
+
+    def num_unstable(self) -> int:
+        return int(sum(((lo < 0) & (up > 0)).sum() for lo, up in zip(self.lower, self.upper, strict=True)))
+
+
+@dataclass(frozen=True)
+class MIPOutcome:
+    """What a backend returns: the best action (or ``None``), the proven bound and how it stopped."""
+
+    action: np.ndarray | None
+    objective: float
+    bound: float
+    """An upper bound on the maximum proven by the solver (``inf`` if none)."""
+    limit_reached: bool
+    """Stopped by a time/node limit rather than by proving its gap."""
+    seconds: float
+    message: str = ""
+
+
+class Writer(Protocol):
+    """The little a backend must provide for :func:`encode`."""
+
+    def var(self, lb: float, ub: float, integer: bool = False) -> Any: ...
+    def add(self, constraint: Any) -> None: ...
+    def total(self, terms: list) -> Any: ...
+    def sos1(self, first: Any, second: Any) -> None: ...
+    def add_quadratic(self, constraint: Any) -> None: ...
+
+
+@dataclass
+class Encoding:
+    """Handles of the variables :func:`encode` created, for objectives, hints and cuts."""
+
+    actions: list
+    objective: Any
+    variables: list
+    """Every variable, in the order of :func:`hint_values`."""
+
+
+def _affine(writer: Writer, prev: list, row: np.ndarray, bias: float) -> Any:
+    terms = [float(w) * v for w, v in zip(row, prev, strict=True) if v is not None and w != 0.0]
+    return writer.total(terms) + float(bias) if terms else float(bias)
+
+
+def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: str = "quadratic") -> Encoding:
+    """Write constraints (1)-(10) through ``writer``; returns the variable handles and the objective."""
+    if formulation not in ("bigm", "sos1"):
+        raise ValueError(f"formulation must be 'bigm' or 'sos1', got {formulation!r}.")
+    actions = [writer.var(float(lo), float(hi)) for lo, hi in zip(problem.low, problem.high, strict=True)]
+    variables = list(actions)
+    if problem.set_kind == "l1_ball":
+        spread = [writer.var(0.0, float(problem.radius)) for _ in actions]
+        for a_i, s_i, c_i in zip(actions, spread, problem.center, strict=True):
+            writer.add(s_i >= a_i - float(c_i))
+            writer.add(s_i >= float(c_i) - a_i)
+        writer.add(writer.total(spread) <= float(problem.radius))
+        variables += spread
+    elif problem.set_kind == "l2_ball" and l2 == "quadratic":
+        writer.add_quadratic(writer.total([(a_i - float(c_i)) * (a_i - float(c_i))
+                                           for a_i, c_i in zip(actions, problem.center, strict=True)])
+                             <= float(problem.radius) ** 2)
+    prev: list = list(actions)
+    for k in range(len(problem.weights) - 1):
+        layer: list = []
+        for j in range(problem.weights[k].shape[0]):
+            lo, up = float(problem.lower[k][j]), float(problem.upper[k][j])
+            if up <= 0:  # (2)
+                layer.append(None)
+                continue
+            z = _affine(writer, prev, problem.weights[k][j], problem.biases[k][j])
+            if lo >= 0:  # (3)
+                layer.append(z)
+                continue
+            h = writer.var(0.0, up)
+            if formulation == "bigm":
+                d = writer.var(0.0, 1.0, integer=True)
+                writer.add(h >= z)  # (4)
+                writer.add(h <= z - lo + lo * d)  # (5)
+                writer.add(h <= up * d)  # (6)
+                variables += [h, d]
+            else:
+                t = writer.var(0.0, -lo)
+                writer.add(z == h - t)  # (7)
+                writer.sos1(h, t)
+                variables += [h, t]
+            layer.append(h)
+        prev = layer
+    objective = _affine(writer, prev, problem.weights[-1][0], problem.biases[-1][0])
+    return Encoding(actions, objective, variables)
+
+
+def forward(problem: MIPProblem, action: np.ndarray) -> tuple[list[np.ndarray], float]:
+    """Pre-activations of every hidden layer and the output at ``action`` (numpy, float64)."""
+    h, pre = np.asarray(action, dtype=np.float64), []
+    for k in range(len(problem.weights) - 1):
+        z = problem.weights[k] @ h + problem.biases[k]
+        pre.append(z)
+        h = np.maximum(z, 0.0)
+    return pre, float(problem.weights[-1][0] @ h + problem.biases[-1][0])
+
+
+def hint_values(problem: MIPProblem, action: np.ndarray, formulation: str = "bigm") -> list[float]:
+    """Values for :attr:`Encoding.variables` at ``action``: a complete, feasible MIP solution."""
+    pre, _ = forward(problem, action)
+    values = [float(v) for v in action]
+    if problem.set_kind == "l1_ball":
+        values += [float(abs(a - c)) for a, c in zip(action, problem.center, strict=True)]
+    for k, z in enumerate(pre):
+        for j, z_j in enumerate(z):
+            lo, up = problem.lower[k][j], problem.upper[k][j]
+            if up <= 0 or lo >= 0:
+                continue
+            h = min(max(float(z_j), 0.0), float(up))
+            if formulation == "bigm":
+                values += [h, 1.0 if z_j > 0 else 0.0]
+            else:
+                values += [h, min(max(-float(z_j), 0.0), -float(lo))]
+    return values
+
+
+def l2_cut(problem: MIPProblem, action: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The outer-approximation cut ``g . a <= r + g . c`` that ``action`` violates, or ``None``."""
+    offset = np.asarray(action, dtype=np.float64) - problem.center
+    norm = float(np.linalg.norm(offset))
+    if norm <= problem.radius * (1 + 1e-7) + 1e-9:
+        return None
+    g = offset / norm
+    return g, float(problem.radius + g @ problem.center)
+
+
+def project(problem: MIPProblem, action: np.ndarray) -> np.ndarray:
+    """Clip a solver's action into the set (it may sit outside by the solver's feasibility tolerance)."""
+    a = np.clip(np.asarray(action, dtype=np.float64), problem.low, problem.high)
+    offset = a - problem.center
+    if problem.set_kind == "l2_ball":
+        norm = np.linalg.norm(offset)
+        if norm > problem.radius:
+            a = problem.center + offset * (problem.radius / norm)
+    elif problem.set_kind == "l1_ball":
+        norm = np.abs(offset).sum()
+        if norm > problem.radius:
+            a = problem.center + offset * (problem.radius / norm)
+    return a
