@@ -54,20 +54,20 @@ class DiagGaussian:
         if mean.dim() == 0:
             raise ValueError("DiagGaussian: mean must have an action dimension [..., D], got a scalar.")
         try:
-            shape = torch.broadcast_shapes(mean.shape, log_std.shape)
+            # expand (a view) both checks that log_std broadcasts to mean and that it would not enlarge it, at a
+            # fraction of torch.broadcast_shapes' cost (this runs once per acting step).
+            expanded_log_std = log_std if log_std.shape == mean.shape else log_std.expand(mean.shape)
         except RuntimeError as err:
             raise ValueError(f"DiagGaussian: log_std of shape {tuple(log_std.shape)} does not broadcast to mean "
-                             f"of shape {tuple(mean.shape)}.") from err
-        if shape != mean.shape:
-            raise ValueError(f"DiagGaussian: log_std of shape {tuple(log_std.shape)} would enlarge mean's shape "
-                             f"{tuple(mean.shape)}; give log_std the shape of mean or of its last dimensions.")
+                             f"of shape {tuple(mean.shape)}; give it the shape of mean or of its last "
+                             "dimensions.") from err
         check_finite("mean", mean)
         check_finite("log_std", log_std)
         if (low is not None or high is not None) and not squash:
             raise ValueError("DiagGaussian: low/high scale a tanh-squashed Gaussian; pass squash=True, or clip "
                              "unsquashed actions to the box in the environment.")
         self.mean = mean
-        self.log_std = log_std.expand(shape)
+        self.log_std = expanded_log_std
         self.squash = squash
         if squash:
             low_t = torch.as_tensor(-1.0 if low is None else low, dtype=mean.dtype, device=mean.device)

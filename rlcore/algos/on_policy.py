@@ -17,6 +17,8 @@ Checkpoints are written at rollout boundaries, where the agent holds no half-col
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from rlcore import envs
 from rlcore.checkpoint import global_rng_state, load_checkpoint, save_checkpoint, set_global_rng_state
 from rlcore.evaluation import evaluate
 from rlcore.runs import RunLogger, new_run_dir, read_evaluations, save_config
-from rlcore.training import TrainConfig, TrainResult, _crossed, _write_summary, make_env
+from rlcore.training import TrainConfig, TrainResult, make_env
 from solvers import ActionSet
 
 
@@ -156,16 +158,21 @@ class ObsNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, obs: torch.Tensor) -> None:
-        """Fold a batch ``[B, shape]`` into the statistics."""
+        """Fold a batch ``[B, shape]`` into the statistics.
+
+            μ ← μ + δ n/(m + n),   σ² ← (m σ² + n s² + δ² m n/(m + n)) / (m + n),   δ = x̄ − μ
+        """
         x = obs.reshape(-1, self.mean.shape[0]).to(torch.float64)
-        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
-        delta, total = batch_mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.var.copy_((self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total)
-        self.count.copy_(total)
+        n = x.shape[0]
+        batch_var, batch_mean = torch.var_mean(x, dim=0, unbiased=False)
+        delta = batch_mean - self.mean
+        frac = n / (self.count + n)  # the batch's share of the new total
+        self.mean.add_(delta * frac)
+        self.var.lerp_(batch_var, frac).add_(delta.square() * frac * (1 - frac))
+        self.count.add_(n)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        z = (obs - self.mean.to(obs.dtype)) / torch.sqrt(self.var.to(obs.dtype) + self.eps)
+        z = (obs - self.mean.to(obs.dtype)) * torch.rsqrt(self.var.to(obs.dtype) + self.eps)
         return z.clamp(-self.clip, self.clip)
 
 
@@ -240,12 +247,15 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory)
         bar.set_postfix(eval_return=f"{record['return_mean']:.1f}")
 
     start_time, start_step = time.perf_counter(), step
+    collect_total = update_total = 0.0
     bar = tqdm(total=config.total_steps, initial=step, disable=not config.progress, unit="step",
                desc=f"{algo} {config.env}", dynamic_ncols=True)
     while step < config.total_steps:
         rollout_start = time.perf_counter()
         # Finished episodes are summed on the device and read once per rollout (no host sync per step).
-        ended = torch.zeros(3, device=env.device)  # count, return sum, length sum
+        ended_count = torch.zeros(env.num_envs, device=env.device)
+        ended_return = torch.zeros(env.num_envs, device=env.device)
+        ended_length = torch.zeros(env.num_envs, device=env.device)
         for t in range(config.num_steps):
             actions, extras = agent.explore(obs)
             next_obs, reward, terminated, truncated, info = env.step(actions)
@@ -253,17 +263,23 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory)
             episode_return += reward
             episode_length += 1
             done = terminated | truncated
-            ended += torch.stack([done.sum(), (episode_return * done).sum(), (episode_length * done).sum()]).float()
+            ended_count += done
+            ended_return += episode_return * done
+            ended_length += episode_length * done
             episode_return = episode_return * ~done
             episode_length = episode_length * ~done
             obs = next_obs
         collect_seconds = time.perf_counter() - rollout_start
-        count, return_sum, length_sum = ended.tolist()
+        count = ended_count.sum()
         if count > 0:
-            logger.accumulate({"episode_return": return_sum / count, "episode_length": length_sum / count})
+            logger.accumulate({"episode_return": ended_return.sum() / count,
+                               "episode_length": ended_length.sum() / count})
         progress = step / config.total_steps
         previous_step, step = step, step + config.num_steps * env.num_envs
+        update_start = time.perf_counter()
         logger.accumulate(agent.update(storage.rollout, progress))
+        update_total += time.perf_counter() - update_start
+        collect_total += collect_seconds
         bar.update(step - previous_step)
 
         # One rollout is one logging period: its mean metrics, and the speed of collection and of the whole.
@@ -279,6 +295,16 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory)
     logger.close()
     env.close()
     eval_env.close()
-    _write_summary(run_dir, algo, config, evaluations, step, step - start_step,  # type: ignore[arg-type]
-                   time.perf_counter() - start_time)
+    seconds = time.perf_counter() - start_time
+    final = evaluations[-1] if evaluations else {}
+    summary = {"algo": algo, "env": config.env, "seed": config.seed, "steps": step,
+               "final_return_mean": final.get("return_mean", math.nan),
+               "final_return_std": final.get("return_std", math.nan), "wall_seconds_this_session": seconds,
+               "steps_per_second_this_session": (step - start_step) / max(seconds, 1e-9),
+               "collect_seconds_this_session": collect_total, "update_seconds_this_session": update_total}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return TrainResult(agent=agent, run_dir=run_dir, evaluations=evaluations)
+
+
+def _crossed(before: int, after: int, interval: int) -> bool:
+    return after // interval > before // interval
