@@ -38,7 +38,8 @@ class DiagGaussian:
         mean: μ, shape ``[..., D]``.
         log_std: log σ, broadcastable to ``mean`` (a state-independent ``[D]`` parameter is fine).
         squash: apply tanh and scale to [low, high] (SAC-style bounded actions).
-        low, high: the action box, broadcastable to ``[D]``; only with ``squash=True``. Default [−1, 1].
+        low: lower corner of the action box, broadcastable to ``[D]``; only with ``squash=True``. Default −1.
+        high: upper corner of the action box, likewise. Default 1.
     """
 
     def __init__(

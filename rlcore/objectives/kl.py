@@ -31,8 +31,10 @@ def diag_gaussian_kl(
     pretrained denoising kernels.
 
     Args:
-        mean, log_std: μ and log σ of π, shapes broadcastable to ``[..., D]``.
-        ref_mean, ref_log_std: μ' and log σ' of π_ref, broadcastable to the same shape.
+        mean: μ of π, shape broadcastable to ``[..., D]``.
+        log_std: log σ of π, broadcastable to the same shape.
+        ref_mean: μ' of π_ref, broadcastable to the same shape.
+        ref_log_std: log σ' of π_ref, broadcastable to the same shape.
         mask: bool of the batch shape ``[...]``; False entries are ignored.
         reduction: "mean" over the valid entries, "sum", or "none" (per-sample KL of shape ``[...]``).
     """

@@ -60,7 +60,8 @@ def discounted_returns(
 
     Args:
         rewards: r_t, shape ``[T, ...]`` (usually ``[T, N]``).
-        terminated, truncated: bool (or 0/1) flags of the same shape; terminated wins when both are set.
+        terminated: bool (or 0/1) flags of the same shape: s'_t is terminal (wins when both are set).
+        truncated: bool (or 0/1) flags of the same shape: the episode was cut after step t.
         gamma: discount γ in [0, 1].
         next_values: V(s'_t) of the true next observation, same shape, used only where the episode was cut.
             None makes the bootstrap value 0: pure Monte-Carlo returns, exact for rollouts made of complete
@@ -104,7 +105,8 @@ def gae(
         values: V(s_t), same shape.
         next_values: V(s'_t) of the true next observation (``info["final_obs"]`` where truncated), same shape.
             Its entries at terminated steps are ignored.
-        terminated, truncated: bool (or 0/1) flags, same shape.
+        terminated: bool (or 0/1) flags, same shape: s'_t is terminal.
+        truncated: bool (or 0/1) flags, same shape: the episode was cut after step t.
         gamma: discount γ in [0, 1].
         lam: λ in [0, 1]; 0 gives the one-step TD error, 1 the Monte-Carlo return minus V.
 
