@@ -57,10 +57,12 @@ class BranchAndBoundSolver:
     """Seconds for the whole batch."""
     max_iterations: int = 100_000
     """Branching iterations for the whole batch."""
-    max_boxes: int = 4_000_000
+    max_boxes: int = 1_000_000
     """Largest frontier; beyond it the search stops (``TIME_LIMIT``) rather than run out of memory."""
     boxes_per_iteration: int = 8192
     """Boxes split per iteration (each into two children bounded in one batched call)."""
+    max_elements: int = 1 << 23
+    """Memory cap: at most this many ``children x action_dim x width`` numbers per bounding call."""
     dtype: str = "float64"
     """``"float64"`` (rigorous) or ``"float32"`` (faster, with ``margin``)."""
     margin: float = 1e-5
@@ -103,6 +105,8 @@ class BranchAndBoundSolver:
         search.start(aset.low.to(device, dtype).expand(batch, -1), aset.high.to(device, dtype).expand(batch, -1),
                      torch.arange(batch, device=device))
 
+        widest = max(w.shape[0] for w in weights[:-1])
+        per_iteration = max(16, min(self.boxes_per_iteration, self.max_elements // (2 * net.action_dim * widest)))
         iteration, stopped = 0, False
         while True:
             done = search.prune_and_check()
@@ -112,7 +116,7 @@ class BranchAndBoundSolver:
                     or search.size() > self.max_boxes):
                 stopped = True
                 break
-            search.branch(self.boxes_per_iteration)
+            search.branch(per_iteration)
             iteration += 1
             if self.refine_every and iteration % self.refine_every == 0:
                 search.refine(self.refine_boxes, self.refine_steps)

@@ -1,0 +1,280 @@
+"""Benchmark of the max-Q solvers on the same nets and states: seconds per state and gap to the best bound.
+
+Cells: hidden sizes (32, 16), (64, 64), (256, 256) x action dims 1, 3, 6, 17 x weights "trained" (a net
+fitted for 400 Adam steps to a multimodal target, as in ``maxq-solvers.md``) and "random" (PyTorch's
+default initialisation).
+The state has 11 dimensions and the action set is the box [-1, 1]^A. In every cell the MIP solvers see
+the first ``--mip-states`` states, one at a time on one core (so their seconds are per state), and
+``bnb`` / ``ga`` solve ``--batch-states`` states as one batch (seconds per state = batch time / batch
+size). The baseline column is the plain big-M model on interval bounds with default SCIP settings and
+no hint; ``scip`` is the improved model (CROWN bounds, GA hint, the aggregation separator off, samples
+certified by CROWN skipped). Gap to best = min over solvers of the proven upper bound - the solver's value.
+
+    python benchmarks/maxq_solvers.py --quick          # about two minutes
+    python benchmarks/maxq_solvers.py                  # the full grid, about 40 minutes on 2 cores
+
+Writes ``benchmarks/results/maxq_solvers.json`` and ``.md`` (``--out`` to change the folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import solvers
+from solvers import ActionSet, SolveStatus
+from solvers.bounds import compute_bounds
+
+STATE_DIM = 11
+CERT_GAP = 1e-3
+
+
+@dataclass
+class Settings:
+    hidden: list[tuple[int, ...]]
+    action_dims: list[int]
+    weights: list[str]
+    mip_states: int
+    batch_states: int
+    time_limit: float
+    bnb_time_limit: float
+    budget_s: float
+    ortools_cells: int
+    """Largest hidden width on which the OR-Tools backends run (with A <= 6, trained nets: they are slowest)."""
+
+
+FULL = Settings([(32, 16), (64, 64), (256, 256)], [1, 3, 6, 17], ["trained", "random"], mip_states=4,
+                batch_states=64, time_limit=3.0, bnb_time_limit=20.0, budget_s=30 * 60, ortools_cells=64)
+QUICK = Settings([(32, 16), (64, 64)], [1, 6], ["trained"], mip_states=2, batch_states=16, time_limit=2.0,
+                 bnb_time_limit=10.0, budget_s=4 * 60, ortools_cells=32)
+
+
+def make_net(hidden: tuple[int, ...], action_dim: int, kind: str, seed: int) -> nn.Sequential:
+    """A ReLU MLP on [state, action]: PyTorch's default initialisation (what a critic starts from),
+    or that initialisation fitted to a multimodal target."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    sizes = [STATE_DIM + action_dim, *hidden, 1]
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()] if i < len(sizes) - 2 else [nn.Linear(sizes[i], 1)]
+    net = nn.Sequential(*layers)
+    if kind == "trained":
+        _fit(net, action_dim, generator)
+    return net
+
+
+def _target(states: torch.Tensor, actions: torch.Tensor, params: dict) -> torch.Tensor:
+    """Three Gaussian bumps whose centres and heights move with the state, minus a small quadratic."""
+    centres = torch.tanh(torch.einsum("kas,bs->bka", params["centres"], states))
+    heights = torch.sigmoid(states @ params["heights"].T)
+    distance = ((actions.unsqueeze(1) - centres) ** 2).sum(-1)
+    return (heights * torch.exp(-distance / (2 * 0.3**2))).sum(-1) - 0.1 * (actions**2).sum(-1)
+
+
+def _fit(net: nn.Sequential, action_dim: int, generator: torch.Generator, steps: int = 400) -> None:
+    params = {"centres": torch.randn(3, action_dim, STATE_DIM, generator=generator) * 0.5,
+              "heights": torch.randn(3, STATE_DIM, generator=generator)}
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(steps):
+        states = torch.randn(512, STATE_DIM, generator=generator)
+        actions = torch.rand(512, action_dim, generator=generator) * 2 - 1
+        loss = ((net(torch.cat([states, actions], 1)).squeeze(1) - _target(states, actions, params)) ** 2).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+
+def solver_specs(time_limit: float, bnb_time_limit: float) -> dict[str, tuple[str, dict, str]]:
+    """name -> (registered solver, options, "mip" | "batch")."""
+    mip = {"workers": 1, "time_limit": time_limit, "gap": CERT_GAP}
+    return {
+        "scip-baseline": ("scip", {**mip, "bounds": "ibp", "separating": "default", "incumbent": None,
+                                   "skip_certified": False}, "mip"),
+        "scip": ("scip", mip, "mip"),
+        "scip-obbt": ("scip", {**mip, "bounds": "obbt"}, "mip"),
+        "ortools-scip": ("ortools-scip", mip, "mip"),
+        "ortools-highs": ("ortools-highs", mip, "mip"),
+        "ortools-cbc": ("ortools-cbc", mip, "mip"),
+        "bnb": ("bnb", {"gap": CERT_GAP, "time_limit": bnb_time_limit}, "batch"),
+        "bnb-f32": ("bnb", {"gap": CERT_GAP, "time_limit": bnb_time_limit, "dtype": "float32"}, "batch"),
+        "ga": ("ga", {}, "batch"),
+    }
+
+
+def run_cell(hidden, action_dim, kind, settings: Settings, deadline: float, log) -> dict:
+    seed = hash((hidden, action_dim, kind)) % 10_000
+    module = make_net(hidden, action_dim, kind, seed)
+    net = solvers.ReLUNet.from_torch(module, fixed_dim=STATE_DIM)
+    states = torch.randn(settings.batch_states, STATE_DIM, generator=torch.Generator().manual_seed(seed + 1))
+    aset = ActionSet.box(-1.0, 1.0, dim=action_dim)
+    unstable = {m: compute_bounds(m, net, states[: settings.mip_states], aset, dtype=torch.float64).unstable()
+                / settings.mip_states for m in ("ibp", "crown")}
+    cell = {"hidden": list(hidden), "action_dim": action_dim, "weights": kind,
+            "unstable_neurons_per_state": unstable, "solvers": {}}
+    small = max(hidden) <= settings.ortools_cells and action_dim <= 6 and kind == "trained"
+    for label, (name, options, mode) in solver_specs(settings.time_limit, settings.bnb_time_limit).items():
+        if label.startswith("ortools") and not small:
+            continue
+        if label == "scip-obbt" and max(hidden) > 64:
+            continue
+        if time.perf_counter() > deadline and mode == "mip":
+            cell["solvers"][label] = {"skipped": "benchmark budget spent"}
+            continue
+        solver = solvers.make(name, **options)
+        if mode == "mip":
+            seconds, results = [], []
+            for b in range(settings.mip_states):
+                result = solver.solve(net, states[b:b + 1], aset)
+                seconds.append(result.solve_seconds)
+                results.append(result)
+            values = torch.cat([r.values for r in results])
+            upper = torch.cat([r.upper_bounds for r in results])
+            status = torch.cat([r.status for r in results])
+        else:
+            solver.solve(net, states[:2], aset)  # warm-up (allocator, first-call overheads)
+            result = solver.solve(net, states, aset)
+            seconds = [result.solve_seconds / settings.batch_states] * settings.batch_states
+            values, upper, status = result.values, result.upper_bounds, result.status
+        cell["solvers"][label] = {
+            "states": len(values), "seconds": seconds, "values": values.tolist(), "upper": upper.tolist(),
+            "status": status.tolist(),
+        }
+        log(f"  {label:14s} {statistics.median(seconds):8.4f} s/state  status {_counts(status)}")
+    _summarise(cell, settings.mip_states)
+    return cell
+
+
+def _counts(status: torch.Tensor) -> dict[str, int]:
+    return {s.name.lower(): int((status == s).sum()) for s in SolveStatus if int((status == s).sum())}
+
+
+def _summarise(cell: dict, shared: int) -> None:
+    """Per solver: median / p90 seconds, states/s, certified fraction and gap to the best bound."""
+    runs = {k: v for k, v in cell["solvers"].items() if "values" in v}
+    best = [min(v["upper"][i] for v in runs.values()) for i in range(shared)]
+    for run in runs.values():
+        seconds = sorted(run["seconds"])
+        run["median_s"] = statistics.median(seconds)
+        run["p90_s"] = seconds[min(len(seconds) - 1, math.ceil(0.9 * len(seconds)) - 1)]
+        run["states_per_s"] = len(seconds) / sum(seconds) if sum(seconds) > 0 else math.inf
+        own = [u - v for u, v in zip(run["upper"], run["values"], strict=True)]
+        run["certified_frac"] = sum(g <= CERT_GAP + 1e-9 for g in own) / len(own)
+        to_best = [best[i] - run["values"][i] for i in range(shared)]
+        run["gap_to_best_median"] = statistics.median(to_best)
+        run["gap_to_best_max"] = max(to_best)
+    cell["best_bound"] = best
+
+
+def targets(cells: list[dict]) -> list[dict]:
+    out = []
+
+    def cert_rate(hidden, dim):
+        rates = []
+        for c in cells:
+            if tuple(c["hidden"]) == hidden and c["action_dim"] == dim:
+                bnb = c["solvers"].get("bnb", {})
+                if "states_per_s" in bnb:
+                    rates.append((c["weights"], bnb["states_per_s"], bnb["certified_frac"]))
+        return rates
+
+    for hidden, dim, goal in (((32, 16), 6, 100.0), ((64, 64), 6, 10.0)):
+        rates = cert_rate(hidden, dim)
+        met = bool(rates) and all(r >= goal and f == 1.0 for _, r, f in rates)
+        out.append({"target": f"{hidden} nets, {dim} action dims: certified within {CERT_GAP} at >= {goal} states/s",
+                    "measured": {w: {"states_per_s": round(r, 2), "certified_frac": f} for w, r, f in rates},
+                    "met": met})
+    ratios = []
+    for c in cells:
+        base, improved = c["solvers"].get("scip-baseline", {}), c["solvers"].get("scip", {})
+        if "median_s" in base and "median_s" in improved:
+            ratios.append(sum(base["seconds"]) / max(sum(improved["seconds"]), 1e-9))
+    geo = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float("nan")
+    out.append({"target": "SCIP with the improved model >= 10x faster than the baseline column",
+                "measured": {"geometric_mean_speedup": round(geo, 2), "cells": len(ratios),
+                             "min": round(min(ratios), 2) if ratios else None,
+                             "max": round(max(ratios), 2) if ratios else None},
+                "met": bool(ratios) and geo >= 10.0,
+                "note": "baseline runs that hit the time limit count at the limit, so these ratios are lower bounds"})
+    out.append({"target": "bnb on a GPU >= 10x the CPU rate", "measured": None, "met": None,
+                "note": "not measured: no GPU on this machine"})
+    return out
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Max-Q solver benchmark", "",
+             f"Machine: {report['machine']}. Budget: {report['budget']}.", "",
+             "Seconds are per state (MIP solvers: one state per solve on one core; `bnb`/`ga`: one batch, "
+             "batch time / batch size). `cert` = fraction of states with a proven gap <= 1e-3. "
+             "`gap to best` = best proven upper bound among all solvers minus the solver's value "
+             "(median / max, over the states the MIP solvers saw). `unstable` = unstable neurons per "
+             "state under IBP / CROWN.", "",
+             "| hidden | A | weights | unstable | solver | states | median s | p90 s | states/s | cert | gap to best |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in report["cells"]:
+        unstable = c["unstable_neurons_per_state"]
+        for label, run in c["solvers"].items():
+            head = f"| {tuple(c['hidden'])} | {c['action_dim']} | {c['weights']} | " \
+                   f"{unstable['ibp']:.0f} / {unstable['crown']:.0f} | {label} |"
+            if "skipped" in run:
+                lines.append(head + f" skipped: {run['skipped']} | | | | | |")
+                continue
+            lines.append(head + f" {run['states']} | {run['median_s']:.4f} | {run['p90_s']:.4f} | "
+                         f"{run['states_per_s']:.1f} | {run['certified_frac']:.2f} | "
+                         f"{run['gap_to_best_median']:.1e} / {run['gap_to_best_max']:.1e} |")
+    lines += ["", "## Targets (2-core CPU)", ""]
+    for t in report["targets"]:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        lines.append(f"- **{verdict}**: {t['target']}: {json.dumps(t['measured'])}"
+                     + (f" ({t['note']})" if t.get("note") else ""))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run on a few small cells")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = QUICK if args.quick else FULL
+    start = time.perf_counter()
+    deadline = start + settings.budget_s
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
+
+    cells = []
+    for hidden in settings.hidden:
+        for dim in settings.action_dims:
+            for kind in settings.weights:
+                log(f"cell hidden={hidden} A={dim} weights={kind}")
+                cells.append(run_cell(hidden, dim, kind, settings, deadline, log))
+    report = {
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), no GPU; "
+                   f"torch {torch.__version__}, Python {platform.python_version()}",
+        "budget": f"{'quick' if args.quick else 'full'} run: MIP time limit {settings.time_limit} s per state, "
+                  f"{settings.mip_states} MIP states and {settings.batch_states} batched states per cell, "
+                  f"bnb time limit {settings.bnb_time_limit} s per batch, MIP runs skipped after "
+                  f"{settings.budget_s / 60:.0f} min; took {(time.perf_counter() - start) / 60:.1f} min",
+        "settings": {k: v for k, v in vars(settings).items() if k != "hidden"} | {"hidden": settings.hidden},
+        "cells": cells,
+    }
+    report["targets"] = targets(cells)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "maxq_solvers.json").write_text(json.dumps(report, indent=1))
+    (args.out / "maxq_solvers.md").write_text(markdown(report))
+    log(f"wrote {args.out / 'maxq_solvers.json'} and {args.out / 'maxq_solvers.md'}")
+
+
+if __name__ == "__main__":
+    main()
