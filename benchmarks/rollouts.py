@@ -20,6 +20,7 @@ Writes ``benchmarks/results/rollouts.json`` and ``rollouts.md``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -40,7 +41,8 @@ TARGETS = ("On one H100-class GPU: at least 1,000,000 Hopper-v5 steps/s with MuJ
 
 def backends_for(env_id: str, device: str) -> list[tuple[str, str]]:
     """(label, backend) pairs that apply to ``env_id`` on ``device``; gymnasium runs on the CPU only."""
-    pairs = [("gymnasium-sync", "gymnasium"), ("gymnasium-async", "gymnasium")] if device == "cpu" else []
+    # Async first: forking its worker processes fails (ENOMEM) once this process holds thousands of envs.
+    pairs = [("gymnasium-async", "gymnasium"), ("gymnasium-sync", "gymnasium")] if device == "cpu" else []
     if env_id in TORCH_ENVS:
         pairs.append(("torch", "torch"))
     if env_id in MJWARP_ENVS and mujoco_warp_available():
@@ -77,6 +79,8 @@ def measure(env_id: str, label: str, backend: str, device: str, num_envs: int, s
         elapsed = time.perf_counter() - begin
     finally:
         env.close()
+        del env
+        gc.collect()
     return {"env": env_id, "backend": label, "device": device, "num_envs": num_envs, "batched_steps": steps,
             "seconds": round(elapsed, 4), "setup_seconds": round(setup, 2),
             "steps_per_second": num_envs * steps / elapsed, "seconds_per_batched_step": elapsed / steps}
@@ -124,6 +128,7 @@ def machine() -> dict[str, Any]:
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "gymnasium": gymnasium.__version__, "mujoco": mujoco.__version__, "cpu": _cpu_name(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     if mujoco_warp_available():
         import mujoco_warp
@@ -200,15 +205,18 @@ def main() -> None:
     parser.add_argument("--max-step-seconds", type=float, default=20.0,
                         help="skip a cell whose estimated time per batched step exceeds this")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--note", nargs="*", default=[], help="free-text notes for the report (e.g. the machine)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the figures are per core for the CPU backends, as the issue's baseline
     has_cuda = torch.cuda.is_available()
     args.devices = args.devices or (["cpu", "cuda"] if has_cuda else ["cpu"])
     args.num_envs = args.num_envs or ([1, 16, 256, 4096, 65536] if has_cuda else [1, 16, 256, 4096])
 
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
     rows = run(args)
-    notes = [f"Total run time {time.perf_counter() - started:.0f} s."]
+    notes = [f"Total run time {time.perf_counter() - started:.0f} s; load average (1, 5, 15 min) at the start "
+             f"{load_at_start}, at the end {[round(x, 2) for x in os.getloadavg()]} on {os.cpu_count()} logical CPUs.",
+             *args.note]
     if not has_cuda:
         notes.append("No GPU was available for this run: every figure is CPU-only, and the GPU rows (torch and "
                      "mjwarp on CUDA, N=65536) are absent. MuJoCo Warp on the CPU is a correctness path (it "

@@ -51,7 +51,7 @@ def make(
         backend: ``"gymnasium"``, ``"torch"``, ``"mjwarp"``, or ``"auto"``: on the CPU, gymnasium for
             every id it registers (so seeds give gymnasium's exact initial states, as before) and torch
             for torch-only ids (``PointMass-v0``); on an accelerator, torch for the ids it implements,
-            mjwarp for the MuJoCo ids it implements when ``mujoco_warp`` is installed, else gymnasium.
+            on CUDA mjwarp for the MuJoCo ids it implements when ``mujoco_warp`` is installed, else gymnasium.
         env_kwargs: passed to ``gymnasium.make`` (gymnasium backend) or to the task's constructor.
     """
     if action_bound is not None:
@@ -85,7 +85,7 @@ def _pick_backend(env_id: str, device: torch.device, backend: str) -> str:
         return backend
     if env_id in TORCH_ENVS and (device.type != "cpu" or env_id not in _gymnasium_ids()):
         return "torch"
-    if device.type != "cpu":
+    if device.type == "cuda":  # warp's devices are the CPU and CUDA GPUs
         from rlcore.envs.mjwarp import MJWARP_ENVS, mujoco_warp_available
 
         if env_id in MJWARP_ENVS and mujoco_warp_available():
