@@ -68,9 +68,9 @@ def test_inverted_pendulum_agrees_with_gymnasium():
 @pytest.mark.slow
 @pytest.mark.parametrize(("env_id", "horizon"), [("HalfCheetah-v5", 8), ("Walker2d-v5", 8),
                                                ("InvertedDoublePendulum-v5", 8), ("Humanoid-v5", 8),
-                                               ("Ant-v5", 3)])
+                                               ("Ant-v5", 2)])
 def test_other_tasks_agree_with_gymnasium(env_id, horizon):
-    # Ant only until its feet first touch the ground (about step 4): with frictional contacts MuJoCo Warp
+    # Ant only until its feet first touch the ground (step 3 or 4): with frictional contacts MuJoCo Warp
     # and MuJoCo part by about 1e-2 in qvel at the first impact (see the mjwarp module docstring).
     _agreement(env_id, horizon=horizon, action_scale=0.3, num_envs=2)
 
