@@ -105,3 +105,30 @@ def test_unknown_method_is_a_clear_error():
 def test_bounds_follow_the_network_dtype_by_default():
     net = solvers.ReLUNet.from_torch(random_relu_net(4, 3, (6,)), fixed_dim=4)
     assert interval_bounds(net, torch.zeros(2, 4), SETS["box"]).output_upper.dtype == torch.float32
+
+
+@pytest.mark.parametrize("kind", ["l2_ball", "l1_ball"])
+def test_exact_support_over_box_and_ball(kind):
+    generator = torch.Generator().manual_seed(0)
+    low = torch.rand(6, 3, generator=generator, dtype=torch.float64) * 1.6 - 1.0
+    high = low + 0.6
+    center = torch.zeros(3, dtype=torch.float64)
+    domain = Domain(low, high, kind, center, 1.0)
+    coef = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    exact = domain.support_exact(coef)
+    points = ActionSet.l2_ball(0.0, 1.0, dim=3) if kind == "l2_ball" else ActionSet.l1_ball(0.0, 1.0, dim=3)
+    points = points.sample(200000, generator).double()
+    for n in range(6):
+        inside = points[((points >= low[n]) & (points <= high[n])).all(dim=1)]
+        if len(inside):
+            assert exact[n] >= (inside @ coef[n]).max() - 1e-9
+    assert (exact <= domain.support(coef) + 1e-12).all()
+    # A box inside the ball: the box's support. A box around the ball: the ball's support.
+    inner = Domain(torch.full((1, 3), -0.1, dtype=torch.float64), torch.full((1, 3), 0.1, dtype=torch.float64),
+                   kind, center, 1.0)
+    outer = Domain(torch.full((1, 3), -2.0, dtype=torch.float64), torch.full((1, 3), 2.0, dtype=torch.float64),
+                   kind, center, 1.0)
+    c = coef[:1]
+    torch.testing.assert_close(inner.support_exact(c), Domain(inner.low, inner.high).support(c))
+    dual = c.norm(dim=1) if kind == "l2_ball" else c.abs().amax(dim=1)
+    torch.testing.assert_close(outer.support_exact(c), dual, atol=1e-6, rtol=0)
