@@ -37,7 +37,7 @@ import torch
 
 from solvers._common import prepare
 from solvers.action_set import ActionSet
-from solvers.bounds import Domain, linear_layers
+from solvers.bounds import Domain, linear_layers, round_up
 from solvers.gradient_ascent import GradientAscentSolver
 from solvers.registry import register
 from solvers.relu_net import ReLUNet
@@ -124,10 +124,10 @@ class BranchAndBoundSolver:
         certified = search.certified()
         actions = search.inc_a.to(x.dtype)
         values = net(x, actions)
-        upper = torch.maximum(certified.to(x.dtype), values)
+        upper = torch.maximum(round_up(certified, x.dtype), values)
         final_gap = upper - values
-        status = torch.where(final_gap <= 1e-9 * values.abs().clamp_min(1.0), int(SolveStatus.OPTIMAL),
-                             int(SolveStatus.GAP_LIMIT))
+        exact = final_gap <= 4 * torch.finfo(x.dtype).eps * values.abs().clamp_min(1.0)
+        status = torch.where(exact, int(SolveStatus.OPTIMAL), int(SolveStatus.GAP_LIMIT))
         if stopped:
             unfinished = ~search.finished()
             status = torch.where(unfinished, int(SolveStatus.TIME_LIMIT), status)
@@ -160,6 +160,11 @@ class _Search:
             upper = upper + self.margin * (1 + upper.abs())
         upper = torch.where(domain.empty(), torch.full_like(upper, -torch.inf), upper)
         self._candidates(low, high, result.output_coef, idx)
+        point = (high - low).amax(dim=1) == 0
+        if bool(point.any()):  # a box shrunk to a point: its maximum is Q there, which _candidates offered
+            with torch.no_grad():
+                exact = self.net(self.x[idx[point]], low[point])
+            upper[point] = torch.minimum(upper[point], exact)
         return upper, result.output_coef
 
     def _candidates(self, low: torch.Tensor, high: torch.Tensor, coef: torch.Tensor, idx: torch.Tensor) -> None:
@@ -205,12 +210,15 @@ class _Search:
 
     def prune_and_check(self) -> torch.Tensor:
         """Prune boxes within the gap, freeze finished samples, drop their boxes; returns ``finished``."""
-        prunable = self.ub <= self.inc_v[self.idx] + self.gap
+        incumbent = self.inc_v[self.idx]
+        # The rounding allowance only matters for gap=0, where a box's exact bound and Q at its vertex
+        # can differ in the last bits.
+        prunable = self.ub <= incumbent + self.gap + 1e-12 * (1 + incumbent.abs())
         if bool(prunable.any()):
             self.pruned.scatter_reduce_(0, self.idx[prunable], self.ub[prunable], "amax")
             self._keep(~prunable)
         current = torch.maximum(self._live_max(), self.pruned)
-        newly = torch.isnan(self.final) & (current - self.inc_v <= self.gap)
+        newly = torch.isnan(self.final) & (current - self.inc_v <= self.gap + 1e-12 * (1 + self.inc_v.abs()))
         if bool(newly.any()):
             self.final = torch.where(newly, current, self.final)
             self._keep(~newly[self.idx])

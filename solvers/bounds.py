@@ -171,6 +171,15 @@ def folded_layers(net: ReLUNet, fixed_inputs: torch.Tensor, dtype: torch.dtype |
     return net64.fold_fixed_inputs(net.check_inputs(fixed_inputs).to(dtype))
 
 
+def round_up(upper: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``upper`` cast to ``dtype``, rounded towards ``+inf`` so that an upper bound stays one."""
+    cast = upper.to(dtype)
+    if dtype == upper.dtype:
+        return cast
+    below = cast.to(upper.dtype) < upper
+    return torch.where(below, torch.nextafter(cast, torch.full_like(cast, torch.inf)), cast)
+
+
 def _relaxation(lower: torch.Tensor, upper: torch.Tensor, lower_slope: str
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Slopes and intercept of ``s_l z <= relu(z) <= s_u z + t_u`` on ``[lower, upper]``."""

@@ -31,7 +31,7 @@ import torch
 
 from solvers._common import prepare
 from solvers.action_set import ActionSet
-from solvers.bounds import compute_bounds
+from solvers.bounds import compute_bounds, round_up
 from solvers.gradient_ascent import GradientAscentSolver
 from solvers.mip_backends import BACKENDS, SEPARATING, BackendOptions, solve_problem
 from solvers.mip_model import MIPOutcome, MIPProblem
@@ -144,7 +144,7 @@ class MIPSolver:
             self._merge(b, outcome, net64, x64, aset, actions, values, upper, limited)
         upper = torch.maximum(upper, values)
         status = self._status(values, upper, limited, gap)
-        return MaxQResult(actions.to(x.dtype), values.to(x.dtype), upper.to(x.dtype), status.to(x.device),
+        return MaxQResult(actions.to(x.dtype), values.to(x.dtype), round_up(upper, x.dtype), status.to(x.device),
                           time.perf_counter() - start_time)
 
     # ------------------------------------------------------------------------------------ helpers
