@@ -27,9 +27,12 @@ contacts (``tests/test_mjwarp.py`` states the tolerances it checks). Known diffe
 * Humanoid-v5's model file selects the PGS solver, which MuJoCo Warp does not implement: this backend
   uses Newton (MuJoCo's default) for it, a different (equally valid) solution of the same contact
   problem, so Humanoid trajectories match gymnasium's only with the same override on the gymnasium side;
-* with frictional contacts (Ant-v5, ``condim=3``) the first foot contact already puts ``qvel`` about
-  1e-2 apart from MuJoCo's, so Ant agrees step by step only until its feet touch the ground
-  (Hopper, Walker2d, HalfCheetah, the pendulums agree to about 1e-5 through contacts and falls).
+* with frictional contacts under MuJoCo's default pyramidal friction cone (Ant-v5, ``condim=3``) the
+  first foot contact already puts ``qvel`` about 1e-2 apart from MuJoCo's, so Ant agrees step by step
+  only until its feet touch the ground; with the elliptic cone on both sides (``opt_overrides``) the
+  two agree to about 1e-6 through the same contacts (measured), so the difference lies in MuJoCo
+  Warp's pyramidal cone. Hopper, Walker2d, HalfCheetah and the pendulums (frictionless or no
+  contacts) agree to about 1e-5 through contacts and falls.
 """
 
 from __future__ import annotations
@@ -100,12 +103,15 @@ class MjWarpBatchedEnv(TensorBatchedEnv):
         nconmax: contacts allocated per world (None: MuJoCo Warp's default).
         njmax: constraint rows allocated per world (None: MuJoCo Warp's default).
         cuda_graph: on CUDA, capture the ``frame_skip`` physics steps once and replay them as a graph.
+        opt_overrides: fields of the model's ``opt`` to change before it goes to the device, e.g.
+            ``{"cone": mujoco.mjtCone.mjCONE_ELLIPTIC}`` (the tests use it to compare Ant through contacts).
         finite_check_interval: see :class:`~rlcore.envs.torch_envs.TensorBatchedEnv`.
     """
 
     def __init__(self, env_id: str, num_envs: int = 1, device: str | torch.device = "cpu",
                  action_set: ActionSet | None = None, max_episode_steps: int = 1000, nconmax: int | None = None,
-                 njmax: int | None = None, cuda_graph: bool = True, finite_check_interval: int | None = None) -> None:
+                 njmax: int | None = None, cuda_graph: bool = True, opt_overrides: dict[str, Any] | None = None,
+                 finite_check_interval: int | None = None) -> None:
         if env_id not in MJWARP_ENVS:
             raise ValueError(f"the mjwarp backend does not implement {env_id!r}; it implements "
                              f"{', '.join(sorted(MJWARP_ENVS))}. Use backend='gymnasium' for other ids.")
@@ -129,12 +135,18 @@ class MjWarpBatchedEnv(TensorBatchedEnv):
         self.mj_model = mujoco.MjModel.from_xml_path(path)
         if self.spec.newton_solver:
             self.mj_model.opt.solver = mujoco.mjtSolver.mjSOL_NEWTON
+        for name, value in (opt_overrides or {}).items():
+            if not hasattr(self.mj_model.opt, name):
+                raise ValueError(f"opt_overrides: MuJoCo's opt has no field {name!r}.")
+            setattr(self.mj_model.opt, name, value)
         mj_data = mujoco.MjData(self.mj_model)
         self.dt = float(self.mj_model.opt.timestep) * self.spec.frame_skip
         ctrl_range = self.mj_model.actuator_ctrlrange.astype(np.float32)
         self._setup(num_envs, device, action_set, ctrl_range[:, 0], ctrl_range[:, 1],
                     self._obs_size(), finite_check_interval)
 
+        if self.device.type == "cuda" and self.device.index is None:  # warp needs the ordinal
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self._wp_device = wp.device_from_torch(self.device)
         with wp.ScopedDevice(self._wp_device):
             self._m = mjw.put_model(self.mj_model)
@@ -363,7 +375,7 @@ class MjWarpBatchedEnv(TensorBatchedEnv):
 def make_mjwarp_env(env_id: str, num_envs: int = 1, device: str | torch.device = "cpu",
                     action_set: ActionSet | None = None, **env_kwargs: Any) -> MjWarpBatchedEnv:
     """Build the MuJoCo Warp environment ``env_id`` (see :class:`MjWarpBatchedEnv` for the options)."""
-    accepted = ("max_episode_steps", "nconmax", "njmax", "cuda_graph", "finite_check_interval")
+    accepted = ("max_episode_steps", "nconmax", "njmax", "cuda_graph", "opt_overrides", "finite_check_interval")
     unknown = sorted(set(env_kwargs) - set(accepted))
     if unknown:
         raise ValueError(f"{env_id} (mjwarp backend) got unknown option(s) {unknown}; it accepts {list(accepted)}.")
