@@ -230,7 +230,9 @@ def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory) -
     logger.close()
     env.close()
     eval_env.close()
-    _write_summary(run_dir, algo, config, evaluations, step, step - start_step, time.perf_counter() - start_time)
+    extra = agent.summary() if hasattr(agent, "summary") else {}
+    _write_summary(run_dir, algo, config, evaluations, step, step - start_step, time.perf_counter() - start_time,
+                   extra)
     return TrainResult(agent=agent, run_dir=run_dir, evaluations=evaluations)
 
 
@@ -239,7 +241,7 @@ def _crossed(before: int, after: int, interval: int) -> bool:
 
 
 def _write_summary(run_dir: Path, algo: str, config: TrainConfig, evaluations: list[dict[str, Any]], steps: int,
-                   session_steps: int, seconds: float) -> None:
+                   session_steps: int, seconds: float, extra: dict[str, Any]) -> None:
     import json
 
     final = evaluations[-1] if evaluations else {}
@@ -248,4 +250,5 @@ def _write_summary(run_dir: Path, algo: str, config: TrainConfig, evaluations: l
                "final_return_std": final.get("return_std", math.nan),
                "wall_seconds_this_session": seconds,
                "steps_per_second_this_session": session_steps / max(seconds, 1e-9)}
+    summary.update(extra)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -51,10 +51,12 @@ def test_targets_on_a_hand_checked_net(solver):
         agent.q_target2[4].bias.fill_(-1.0)  # the second target is one lower everywhere
     batch = TransitionBatch(obs=torch.zeros(2, 1), actions=torch.zeros(2, 1), rewards=torch.tensor([1.0, 1.0]),
                             next_obs=torch.tensor([[0.3], [-2.0]]), terminated=torch.tensor([0.0, 1.0]))
-    targets, result = agent.compute_targets(batch)
+    targets, step = agent.compute_targets(batch)
     # The peak at a = 0.5 lies outside [-0.25, 0.25]: the constrained max is at a = 0.25 with Q = 9.75,
     # the clipped double-Q takes the second target's 8.75: y = 1 + 0.9 * 8.75 = 8.875; terminal: y = 1.
-    torch.testing.assert_close(result.actions, torch.full((2, 1), 0.25), atol=2e-3, rtol=0)
+    # The terminal sample needs no max-Q: only the first is solved.
+    assert step.solved_index.tolist() == [0]
+    torch.testing.assert_close(step.result.actions, torch.full((1, 1), 0.25), atol=2e-3, rtol=0)
     torch.testing.assert_close(targets, torch.tensor([8.875, 1.0]), atol=2e-3, rtol=0)
 
 

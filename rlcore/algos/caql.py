@@ -31,10 +31,12 @@ import torch
 from torch import nn
 
 import solvers
+from rlcore.algos.maxq_acceleration import dual_filter, dynamic_tolerance, farthest_first_clusters, taylor_estimates
 from rlcore.envs.base import BatchedEnv
 from rlcore.networks import DeterministicActor, QNetwork
 from rlcore.replay import TransitionBatch
 from rlcore.training import TrainConfig, TrainResult, train_off_policy
+from solvers.bounds import compute_bounds
 
 
 @dataclass
@@ -69,6 +71,30 @@ class CAQLConfig(TrainConfig):
     """Keyword options of the solver, e.g. {'num_starts': 8, 'iterations': 20}."""
     solver_tolerance: float | None = None
     """Stopping tolerance / gap passed to the solver on every call (None: the solver's default)."""
+    solver_time_limit: float | None = None
+    """Time limit in seconds per max-Q batch for exact solvers (their 'time_limit' option)."""
+    solver_gap: float | None = None
+    """Absolute optimality gap for exact solvers (their 'gap' option); dynamic tolerance overrides it."""
+    warm_start_ga: bool = True
+    """Warm-start exact solvers from gradient ascent started at the action function's action."""
+    dynamic_tolerance: bool | None = None
+    """Anneal the solver tolerance as clip(tau0 * TD-RMSE * decay^k, min, max); None: on for exact solvers."""
+    tolerance_init: float = 0.1
+    """tau0 of the dynamic tolerance."""
+    tolerance_decay: float = 0.99
+    """decay of the dynamic tolerance per tolerance_interval updates."""
+    tolerance_interval: int = 200
+    """Updates per decay step k (the paper decays per episode; 200 is one Pendulum episode)."""
+    tolerance_min: float = 1e-4
+    """Lower clip of the dynamic tolerance."""
+    tolerance_max: float = 100.0
+    """Upper clip of the dynamic tolerance."""
+    dual_filter: bool = False
+    """Solve max-Q only for samples whose optimistic target r + gamma UB(s') exceeds Q(s, a)."""
+    bound_method: Literal["wong-kolter", "crown", "ibp"] = "wong-kolter"
+    """Upper bound used by the dual filter and to cap clustering estimates."""
+    cluster_radius: float = 0.0
+    """Cluster next states within this fraction of the mean state norm and solve centres only; 0: off."""
     noise_std: float = 1.0
     """Initial exploration noise, in half-widths of the action set."""
     noise_decay: float = 0.9997
@@ -86,6 +112,8 @@ class CAQLConfig(TrainConfig):
             raise ValueError(f"need 0 < gamma <= 1 and 0 < tau <= 1, got gamma={self.gamma}, tau={self.tau}.")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
+        if self.cluster_radius < 0 or self.tolerance_interval < 1 or not 0 < self.tolerance_decay <= 1:
+            raise ValueError("need cluster_radius >= 0, tolerance_interval >= 1 and 0 < tolerance_decay <= 1.")
 
 
 def bellman_targets(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor,
@@ -105,6 +133,17 @@ def q_loss(q: torch.Tensor, targets: torch.Tensor, kind: Literal["l2", "hinge"],
     return (q + multiplier * torch.relu(targets - q)).mean()
 
 
+@dataclass
+class MaxQStep:
+    """What the max-Q step of one update did."""
+
+    result: solvers.MaxQResult | None
+    """The solver's answer for the states it was asked about (None if every sample was filtered)."""
+    solved_index: torch.Tensor
+    """Indices (into the batch) of the states that were solved."""
+    metrics: dict[str, torch.Tensor]
+
+
 class CAQLAgent:
     """Networks, optimisers and the update of CAQL; acting with the action function plus Gaussian noise."""
 
@@ -122,8 +161,19 @@ class CAQLAgent:
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.action_learning_rate)
         self.log_lambda = nn.Parameter(torch.tensor(float(config.initial_lambda), device=self.device).log())
         self.lambda_optimizer = torch.optim.Adam([self.log_lambda], lr=config.learning_rate)
-        options = {"seed": config.seed, **config.solver_options}
+        options: dict[str, Any] = {"seed": config.seed, **config.solver_options}
+        if config.solver_time_limit is not None:
+            options["time_limit"] = config.solver_time_limit
+        if config.solver_gap is not None:
+            options["gap"] = config.solver_gap
         self.solver = solvers.make(config.solver, **options)
+        # Exact solvers (MIP, branch-and-bound) take an absolute gap; the heuristics have no certificate.
+        self.exact_solver = hasattr(self.solver, "gap")
+        self.ga = solvers.make("ga", seed=config.seed) if self.exact_solver and config.warm_start_ga else None
+        self.use_dynamic_tolerance = (self.exact_solver if config.dynamic_tolerance is None
+                                      else config.dynamic_tolerance)
+        self.cluster_generator = torch.Generator(device=self.device).manual_seed(config.seed + 3)
+        self.maxq_totals = {"posed": 0, "filtered": 0, "clustered": 0, "solved": 0}
         self.q_relu = solvers.ReLUNet.from_torch(self.q, obs_dim)  # views of q's parameters: always current
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
         self.updates = 0
@@ -148,19 +198,88 @@ class CAQLAgent:
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
-    def compute_targets(self, batch: TransitionBatch) -> tuple[torch.Tensor, solvers.MaxQResult]:
-        """Bellman targets of a batch, and the max-Q solve at its next states (on the train network)."""
+    def compute_targets(self, batch: TransitionBatch) -> tuple[torch.Tensor, MaxQStep]:
+        """Bellman targets of a batch, with the max-Q step (filtering, clustering, solving) that gave them."""
         c = self.config
+        batch_size = batch.rewards.shape[0]
         warm = self.actor(batch.next_obs)
-        result = self.solver.solve(self.q_relu, batch.next_obs, self.action_set, warm_start=warm,
-                                   tolerance=c.solver_tolerance)
-        next_q = self.q_target(batch.next_obs, result.actions)
-        next_q2 = self.q_target2(batch.next_obs, result.actions) if c.clipped_double_q else None
-        return bellman_targets(batch.rewards, batch.terminated, next_q, next_q2, c.gamma), result
+        q_values = self.q(batch.obs, batch.actions)
+        tolerance = c.solver_tolerance
+        if self.use_dynamic_tolerance:
+            # TD error of the action function's greedy target: cheap, and what the paper's schedule uses.
+            greedy_next = self.q_target(batch.next_obs, warm)
+            greedy = bellman_targets(batch.rewards, batch.terminated, greedy_next, None, c.gamma)
+            td_rmse = float((greedy - q_values).pow(2).mean().sqrt())
+            tolerance = dynamic_tolerance(td_rmse, self.updates // c.tolerance_interval, c.tolerance_init,
+                                          c.tolerance_decay, c.tolerance_min, c.tolerance_max)
+
+        # Upper bounds on the (clipped double-Q) next-state value, for the filter and the clustering cap.
+        upper = torch.full((batch_size,), float("inf"), device=self.device)
+        if c.dual_filter or c.cluster_radius > 0:
+            targets_nets = (self.q_target, self.q_target2) if c.clipped_double_q else (self.q_target,)
+            for net in targets_nets:
+                relu_net = solvers.ReLUNet.from_torch(net, self.obs_dim)
+                bound = compute_bounds(c.bound_method, relu_net, batch.next_obs, self.action_set).output_upper
+                upper = torch.minimum(upper, bound.to(upper.dtype))
+        active = batch.terminated < 0.5
+        if c.dual_filter:
+            active = dual_filter(batch.rewards, batch.terminated, upper, q_values, c.gamma)
+        next_value = torch.where(torch.isfinite(upper), upper, torch.zeros_like(upper))
+
+        active_index = active.nonzero().flatten()
+        solve_index, centre_of = active_index, None
+        if c.cluster_radius > 0 and active_index.numel() > 1:
+            points = batch.next_obs[active_index]
+            radius = c.cluster_radius * float(batch.next_obs.norm(dim=1).mean())
+            centres, nearest = farthest_first_clusters(points, radius, self.cluster_generator)
+            solve_index, centre_of = active_index[centres], active_index[nearest]
+
+        result = None
+        if solve_index.numel() > 0:
+            states, start = batch.next_obs[solve_index], warm[solve_index]
+            if self.ga is not None:
+                start = self.ga.solve(self.q_relu, states, self.action_set, warm_start=start).actions
+            result = self.solver.solve(self.q_relu, states, self.action_set, warm_start=start, tolerance=tolerance)
+            next_value[solve_index] = self._target_value(states, result.actions)
+            if centre_of is not None:
+                others = active_index[centre_of != active_index]
+                if others.numel() > 0:
+                    maximiser = torch.zeros_like(warm)
+                    maximiser[solve_index] = result.actions
+                    centres = centre_of[centre_of != active_index]
+                    next_value[others] = taylor_estimates(self._target_value, batch.next_obs[centres],
+                                                          maximiser[centres], batch.next_obs[others], upper[others])
+
+        targets = batch.rewards + c.gamma * (1.0 - batch.terminated) * next_value
+        counts = {"posed": int(batch_size), "filtered": int(batch_size - active_index.numel()),
+                  "clustered": int(active_index.numel() - solve_index.numel()), "solved": int(solve_index.numel())}
+        for key, value in counts.items():
+            self.maxq_totals[key] += value
+        metrics = {f"maxq_{key}": torch.tensor(float(value)) for key, value in counts.items()}
+        metrics["maxq_solve_seconds"] = torch.tensor(result.solve_seconds if result is not None else 0.0)
+        if tolerance is not None:
+            metrics["maxq_tolerance"] = torch.tensor(float(tolerance))
+        if result is not None:
+            gaps = result.gaps[torch.isfinite(result.gaps)]
+            if gaps.numel() > 0:
+                metrics["maxq_certified_gap"] = gaps.mean().float()
+            for status, count in result.status_counts().items():
+                metrics[f"maxq_status_{status}"] = torch.tensor(float(count))
+        return targets, MaxQStep(result, solve_index, metrics)
+
+    def _target_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        value = self.q_target(states, actions)
+        return torch.minimum(value, self.q_target2(states, actions)) if self.config.clipped_double_q else value
+
+    def summary(self) -> dict[str, float]:
+        """Totals of max-Q problems posed, filtered, clustered and solved, and the fraction avoided."""
+        posed = max(self.maxq_totals["posed"], 1)
+        return {f"maxq_{key}_total": value for key, value in self.maxq_totals.items()} | {
+            "maxq_fraction_avoided": 1.0 - self.maxq_totals["solved"] / posed}
 
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         c = self.config
-        targets, result = self.compute_targets(batch)
+        targets, maxq = self.compute_targets(batch)
         q = self.q(batch.obs, batch.actions)
         multiplier = self.log_lambda.exp().clamp(max=c.lambda_max).detach()
         loss = q_loss(q, targets, c.loss, multiplier)
@@ -168,8 +287,7 @@ class CAQLAgent:
         loss.backward()
         self.q_optimizer.step()
         metrics = {"q_loss": loss.detach(), "q_mean": q.detach().mean(), "target_mean": targets.mean(),
-                   "td_rmse": (q.detach() - targets).pow(2).mean().sqrt(),
-                   "maxq_solve_seconds": torch.tensor(result.solve_seconds)}
+                   "td_rmse": (q.detach() - targets).pow(2).mean().sqrt(), **maxq.metrics}
         if c.loss == "hinge":
             lambda_loss = -(self.log_lambda.exp() * (targets - q.detach())).mean()
             self.lambda_optimizer.zero_grad(set_to_none=True)
@@ -177,14 +295,16 @@ class CAQLAgent:
             self.lambda_optimizer.step()
             metrics["lambda"] = multiplier
 
-        # The action function regresses Q(s', pi(s')) on the max-Q value; only pi's weights move.
-        self.q.requires_grad_(False)
-        actor_loss = (self.q(batch.next_obs, self.actor(batch.next_obs)) - result.values).pow(2).mean()
-        self.q.requires_grad_(True)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
-        metrics["action_loss"] = actor_loss.detach()
+        # The action function regresses Q(s', pi(s')) on the max-Q value where one was solved; only pi moves.
+        if maxq.result is not None:
+            states = batch.next_obs[maxq.solved_index]
+            self.q.requires_grad_(False)
+            actor_loss = (self.q(states, self.actor(states)) - maxq.result.values).pow(2).mean()
+            self.q.requires_grad_(True)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_optimizer.step()
+            metrics["action_loss"] = actor_loss.detach()
 
         with torch.no_grad():
             for target, source in zip(self.q_target.parameters(), self.q.parameters(), strict=True):
@@ -192,8 +312,6 @@ class CAQLAgent:
         self.updates += 1
         if self.updates % c.hard_update_interval == 0:
             self.q_target2.load_state_dict(self.q.state_dict())
-        for status, count in result.status_counts().items():
-            metrics[f"maxq_status_{status}"] = torch.tensor(float(count))
         return metrics
 
     # ------------------------------------------------------------------ state
@@ -201,7 +319,10 @@ class CAQLAgent:
         state = {name: getattr(self, name).state_dict() for name in (
             "q", "q_target", "q_target2", "actor", "q_optimizer", "actor_optimizer", "lambda_optimizer")}
         state.update(log_lambda=self.log_lambda.detach().clone(), updates=self.updates,
-                     noise_generator=self.noise_generator.get_state())
+                     noise_generator=self.noise_generator.get_state(),
+                     cluster_generator=self.cluster_generator.get_state(), maxq_totals=dict(self.maxq_totals))
+        if self.ga is not None:
+            state["ga_rng"] = self.ga.get_rng_state()
         if hasattr(self.solver, "get_rng_state"):
             state["solver_rng"] = self.solver.get_rng_state()
         return state
@@ -213,6 +334,10 @@ class CAQLAgent:
             self.log_lambda.copy_(state["log_lambda"])
         self.updates = state["updates"]
         self.noise_generator.set_state(state["noise_generator"])
+        self.cluster_generator.set_state(state["cluster_generator"])
+        self.maxq_totals = dict(state["maxq_totals"])
+        if self.ga is not None and "ga_rng" in state:
+            self.ga.set_rng_state(state["ga_rng"])
         if "solver_rng" in state and hasattr(self.solver, "set_rng_state"):
             self.solver.set_rng_state(state["solver_rng"])
 
