@@ -140,9 +140,10 @@ def summarise(runs: list[dict], randoms: dict[str, float], budget: dict) -> dict
             cell["return_std"] = statistics.pstdev(cell["returns"])
             cell["wall_seconds"] = statistics.mean(cell["wall"])
             cell["steps_per_second"] = statistics.mean(cell["sps"])
+            # Where no method beats a random policy the task says nothing about the ranking: all score 0.
             span = best - randoms[task]
             normalised.setdefault(method, []).extend(
-                (r - randoms[task]) / span if abs(span) > 1e-9 else 1.0 for r in cell["returns"])
+                (r - randoms[task]) / span if span > 1e-9 else 0.0 for r in cell["returns"])
     return {"budget": budget, "random_returns": randoms, "tasks": table,
             "normalised_iqm": {m: iqm(v) for m, v in normalised.items()}}
 
@@ -215,8 +216,8 @@ def main() -> None:
     args = parser.parse_args()
 
     tasks = args.tasks or (QUICK_TASKS if args.quick else FULL_TASKS)
-    mujoco_steps = args.steps or (8_000 if args.quick else 200_000)
-    pendulum_steps = args.pendulum_steps or (6_000 if args.quick else 30_000)
+    mujoco_steps = args.steps or (6_000 if args.quick else 200_000)
+    pendulum_steps = args.pendulum_steps or (5_000 if args.quick else 30_000)
     cache = args.out / "caql_mujoco_runs"
     cache.mkdir(parents=True, exist_ok=True)
     specs = []

@@ -273,9 +273,10 @@ class CAQLAgent:
 
     def summary(self) -> dict[str, float]:
         """Totals of max-Q problems posed, filtered, clustered and solved, and the fraction avoided."""
-        posed = max(self.maxq_totals["posed"], 1)
+        posed = self.maxq_totals["posed"]
+        avoided = 1.0 - self.maxq_totals["solved"] / posed if posed else 0.0
         return {f"maxq_{key}_total": value for key, value in self.maxq_totals.items()} | {
-            "maxq_fraction_avoided": 1.0 - self.maxq_totals["solved"] / posed}
+            "maxq_fraction_avoided": avoided}
 
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         c = self.config
