@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rlcore.algos import caql, ppo, rwr
+from rlcore.algos import caql, ppo, rwr, sac, vmbpo
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Algorithm:
 
 ALGORITHMS: dict[str, Algorithm] = {
     "caql": Algorithm("caql", caql.CAQLConfig, caql.train, caql.make_agent),
+    "sac": Algorithm("sac", sac.SACConfig, sac.train, sac.make_agent),
+    "vmbpo": Algorithm("vmbpo", vmbpo.VMBPOConfig, vmbpo.train, vmbpo.make_agent),
     "ppo": Algorithm("ppo", ppo.PPOConfig, ppo.train, ppo.make_agent),
     "rwr": Algorithm("rwr", rwr.RWRConfig, rwr.train, rwr.make_agent),
 }

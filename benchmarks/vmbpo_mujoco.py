@@ -1,0 +1,275 @@
+"""Benchmark: VMBPO (model-based and model-free E-step) against rlcore SAC and Stable-Baselines3 SAC.
+
+    python benchmarks/vmbpo_mujoco.py                       # the default (small) budget, 2 workers
+    python benchmarks/vmbpo_mujoco.py --envs Hopper-v5 --methods sac sb3_sac --seeds 0 1 2 \
+        --steps Hopper-v5=100000 --workers 2
+    python benchmarks/vmbpo_mujoco.py --report-only         # rebuild the table and plots from finished runs
+
+Every (env, method, seed) run is a separate process with one torch thread; finished runs are stored in
+``benchmarks/results/vmbpo_mujoco_runs/`` and skipped when the script is run again (``--force`` reruns),
+so a benchmark can be extended seed by seed. All methods use the same budget, the same uniformly random
+warm-up steps, batch 256, (256, 256) networks, Adam 3e-4, one update per environment step (VMBPO: the
+same, plus its model), and the same evaluation protocol (``rlcore.evaluation.evaluate``: deterministic
+policy, ``--eval-episodes`` fresh episodes every ``--eval-interval`` steps, fixed evaluation seed).
+Wall-clock time includes evaluation for every method.
+
+Outputs ``benchmarks/results/vmbpo_mujoco.json``, ``vmbpo_mujoco.md`` and one learning-curve PNG per
+environment (``vmbpo_mujoco_<env>.png``: return against environment steps and against wall-clock time,
+mean over seeds with the min-max band).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = Path(os.environ.get("VMBPO_BENCH_RESULTS", ROOT / "results"))
+RUNS = RESULTS / "vmbpo_mujoco_runs"
+METHODS = ("vmbpo_mb", "vmbpo_mf", "sac", "sb3_sac")
+LABELS = {"vmbpo_mb": "VMBPO (model-based E-step)", "vmbpo_mf": "VMBPO (model-free E-step)",
+          "sac": "rlcore SAC", "sb3_sac": "SB3 SAC"}
+DEFAULT_STEPS = {"InvertedPendulum-v5": 10_000, "Hopper-v5": 15_000, "HalfCheetah-v5": 15_000,
+                 "Walker2d-v5": 15_000}
+# Returns whose first crossing (by the mean over seeds) measures sample efficiency.
+THRESHOLDS = {"InvertedPendulum-v5": 500.0, "Hopper-v5": 1000.0, "HalfCheetah-v5": 1500.0, "Walker2d-v5": 500.0}
+
+
+def _run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """One (env, method, seed) run in this process; returns and stores its record."""
+    import torch
+
+    torch.set_num_threads(1)
+    env_id, method, seed, steps = job["env"], job["method"], job["seed"], job["steps"]
+    common = dict(env=env_id, total_steps=steps, seed=seed, learning_starts=job["warmup"], random_steps=job["warmup"],
+                  eval_interval=job["eval_interval"], eval_episodes=job["eval_episodes"], checkpoint_interval=steps,
+                  log_interval=1000, progress=False, run_dir=str(job["run_dir"]), torch_threads=1)
+    start = time.perf_counter()
+    if method == "sb3_sac":
+        evaluations = _run_sb3(job)
+    elif method == "sac":
+        from rlcore.algos import sac
+
+        evaluations = sac.train(sac.SACConfig(**common)).evaluations
+    else:
+        from rlcore.algos import vmbpo
+
+        variant = "model_based" if method == "vmbpo_mb" else "model_free"
+        evaluations = vmbpo.train(vmbpo.VMBPOConfig(**common, variant=variant)).evaluations
+    wall = time.perf_counter() - start
+    record = {"env": env_id, "method": method, "seed": seed, "steps": steps, "wall_seconds": wall,
+              "steps_per_second": steps / wall,
+              "curve": [{"step": e["step"], "return_mean": e["return_mean"], "return_std": e["return_std"],
+                         "wall_seconds": e["wall_seconds"]} for e in evaluations]}
+    path = RUNS / f"{env_id}_{method}_{seed}.json"
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _run_sb3(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stable-Baselines3 SAC with rlcore's budget and evaluation protocol."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from rlcore import envs
+    from rlcore.evaluation import evaluate
+
+    env = gym.make(job["env"])
+    model = SAC("MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=job["warmup"],
+                batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1,
+                policy_kwargs={"net_arch": [256, 256]}, seed=job["seed"], device="cpu", verbose=0)
+    eval_env = envs.make(job["env"], num_envs=job["eval_episodes"])
+    evaluations: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        actions, _ = model.predict(obs.numpy(), deterministic=True)
+        return torch.as_tensor(np.asarray(actions), dtype=torch.float32)
+
+    class Evaluate(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % job["eval_interval"] == 0 or self.num_timesteps == job["steps"]:
+                returns = evaluate(policy, eval_env, seed=job["seed"] + 1_000_003)
+                evaluations.append({"step": self.num_timesteps, "return_mean": float(returns.mean()),
+                                    "return_std": float(returns.std()), "wall_seconds": time.perf_counter() - start})
+            return True
+
+    model.learn(total_timesteps=job["steps"], callback=Evaluate())
+    eval_env.close()
+    env.close()
+    return evaluations
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    table: dict[str, Any] = {}
+    for env_id in sorted({r["env"] for r in records}):
+        table[env_id] = {}
+        for method in METHODS:
+            runs = [r for r in records if r["env"] == env_id and r["method"] == method]
+            if not runs:
+                continue
+            steps = sorted({p["step"] for r in runs for p in r["curve"]})
+            common = [s for s in steps if all(any(p["step"] == s for p in r["curve"]) for r in runs)]
+            curves = np.array([[next(p["return_mean"] for p in r["curve"] if p["step"] == s) for s in common]
+                               for r in runs])
+            mean_curve = curves.mean(0)
+            threshold = THRESHOLDS.get(env_id)
+            reached = [s for s, v in zip(common, mean_curve, strict=True) if threshold is not None and v >= threshold]
+            finals = curves[:, -1]
+            table[env_id][method] = {
+                "seeds": [r["seed"] for r in runs], "steps": common, "mean_curve": mean_curve.tolist(),
+                "min_curve": curves.min(0).tolist(), "max_curve": curves.max(0).tolist(),
+                "final_mean": float(finals.mean()), "final_std": float(finals.std()),
+                "final_per_seed": finals.tolist(), "area_under_curve": float(mean_curve.mean()),
+                "threshold": threshold, "steps_to_threshold": reached[0] if reached else None,
+                "steps_per_second": float(np.mean([r["steps_per_second"] for r in runs])),
+                "wall_seconds_mean": float(np.mean([r["wall_seconds"] for r in runs])),
+                "wall_curves": [[p["wall_seconds"] for p in r["curve"]] for r in runs],
+            }
+    return table
+
+
+def _markdown(table: dict[str, Any], settings: dict[str, Any]) -> str:
+    lines = ["# VMBPO on MuJoCo: results", "",
+             f"Generated by `benchmarks/vmbpo_mujoco.py` on {settings['date']} ({settings['machine']}).", "",
+             "**Budget.** " + ", ".join(f"{env}: {table[env][next(iter(table[env]))]['steps'][-1]:,} steps" for env in
+                                        table) +
+             f"; seeds per method: see the table; {settings['workers']} runs at a time, one torch thread each, on a "
+             "2-core CPU shared with other work. This is far below the paper's budgets (hundreds of thousands "
+             "of steps), so it measures early learning only.", "",
+             "| env | method | final return (mean ± std over seeds) | mean return over evaluations | "
+             "steps to threshold | env steps / s | wall s per run |", "|---|---|---|---|---|---|---|"]
+    for env_id, methods in table.items():
+        for method, row in methods.items():
+            reached = f"{row['steps_to_threshold']:,}" if row["steps_to_threshold"] is not None else "not reached"
+            lines.append(f"| {env_id} | {LABELS[method]} | {row['final_mean']:.1f} ± {row['final_std']:.1f} "
+                         f"(n={len(row['seeds'])}) | {row['area_under_curve']:.1f} | "
+                         f"{reached} (≥ {row['threshold']:g}) | {row['steps_per_second']:.1f} | "
+                         f"{row['wall_seconds_mean']:.0f} |")
+    lines += ["", "## Findings", ""]
+    for env_id, methods in table.items():
+        if "sac" in methods and "sb3_sac" in methods:
+            ratio = methods["sac"]["steps_per_second"] / methods["sb3_sac"]["steps_per_second"]
+            lo, hi = min(methods["sb3_sac"]["final_per_seed"]), max(methods["sb3_sac"]["final_per_seed"])
+            inside = lo <= methods["sac"]["final_mean"] <= hi
+            lines.append(f"- {env_id}: rlcore SAC runs at {ratio:.2f}x the steps per second of SB3 SAC; its final "
+                         f"mean return {methods['sac']['final_mean']:.1f} is "
+                         f"{'inside' if inside else 'outside'} SB3's seed range [{lo:.1f}, {hi:.1f}].")
+        if "sac" in methods:
+            for method in ("vmbpo_mb", "vmbpo_mf"):
+                if method not in methods:
+                    continue
+                v, s = methods[method], methods["sac"]
+                better = v["area_under_curve"] > s["area_under_curve"]
+                lines.append(f"- {env_id}: {LABELS[method]} {'beats' if better else 'does NOT beat'} rlcore SAC on "
+                             "sample efficiency at this budget (mean return over evaluations "
+                             f"{v['area_under_curve']:.1f} vs {s['area_under_curve']:.1f}; "
+                             f"final {v['final_mean']:.1f} vs {s['final_mean']:.1f}).")
+    lines += ["", "Learning curves: " + ", ".join(f"`vmbpo_mujoco_{env}.png`" for env in table), ""]
+    if settings.get("notes"):
+        lines += ["## Notes", "", settings["notes"], ""]
+    return "\n".join(lines)
+
+
+def _plot(table: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    for env_id, methods in table.items():
+        fig, (ax_steps, ax_wall) = plt.subplots(1, 2, figsize=(11, 4))
+        for method, row in methods.items():
+            steps, mean = np.array(row["steps"]), np.array(row["mean_curve"])
+            line, = ax_steps.plot(steps, mean, label=f"{LABELS[method]} (n={len(row['seeds'])})")
+            ax_steps.fill_between(steps, row["min_curve"], row["max_curve"], alpha=0.2, color=line.get_color())
+            wall = np.array([w[: len(steps)] for w in row["wall_curves"]]).mean(0)
+            ax_wall.plot(wall, mean, color=line.get_color())
+        ax_steps.set(xlabel="environment steps", ylabel="evaluation return", title=env_id)
+        ax_wall.set(xlabel="wall-clock seconds (mean over seeds)", ylabel="evaluation return", title=env_id)
+        ax_steps.legend(fontsize=8)
+        for ax in (ax_steps, ax_wall):
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"vmbpo_mujoco_{env_id}.png", dpi=100)
+        plt.close(fig)
+
+
+def report(workers: int, notes: str = "") -> dict[str, Any]:
+    records = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    if not records:
+        raise SystemExit(f"no finished runs in {RUNS}.")
+    table = _aggregate(records)
+    settings = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
+                f"{os.cpu_count()} CPUs", "workers": workers, "notes": notes}
+    (RESULTS / "vmbpo_mujoco.json").write_text(json.dumps({"settings": settings, "results": table}, indent=1))
+    (RESULTS / "vmbpo_mujoco.md").write_text(_markdown(table, settings))
+    _plot(table)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=["InvertedPendulum-v5", "Hopper-v5"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--steps", nargs="*", default=[], help="ENV=STEPS overrides of the per-env budget")
+    parser.add_argument("--warmup", type=int, default=1000, help="uniformly random steps before learning")
+    parser.add_argument("--eval-interval", type=int, default=1000)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one process each)")
+    parser.add_argument("--force", action="store_true", help="rerun runs that already have a result")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plots")
+    parser.add_argument("--notes", default="", help="a paragraph appended to the markdown report")
+    args = parser.parse_args()
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    budgets = dict(DEFAULT_STEPS)
+    for item in args.steps:
+        env_id, _, value = item.partition("=")
+        if not value.isdigit():
+            parser.error(f"--steps takes ENV=STEPS, got {item!r}")
+        budgets[env_id] = int(value)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        jobs = []
+        for env_id in args.envs:
+            for method in args.methods:
+                for seed in args.seeds:
+                    if (RUNS / f"{env_id}_{method}_{seed}.json").exists() and not args.force:
+                        continue
+                    jobs.append({"env": env_id, "method": method, "seed": seed,
+                                 "steps": budgets.get(env_id, 15_000), "warmup": args.warmup,
+                                 "eval_interval": args.eval_interval, "eval_episodes": args.eval_episodes,
+                                 "run_dir": ROOT.parent / "runs" / "bench" / f"{env_id}_{method}_{seed}"})
+        # Longest first (model-based VMBPO, large budgets), so that the workers finish together.
+        cost = {"vmbpo_mb": 4.0, "vmbpo_mf": 2.0, "sac": 1.0, "sb3_sac": 1.2}
+        jobs.sort(key=lambda j: -j["steps"] * cost[j["method"]])
+        print(f"{len(jobs)} runs on {args.workers} workers", flush=True)
+        with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+            for record in pool.imap_unordered(_run_one, jobs):
+                last = record["curve"][-1]["return_mean"] if record["curve"] else math.nan
+                print(f"{record['env']} {record['method']} seed {record['seed']}: final return {last:.1f}, "
+                      f"{record['steps_per_second']:.1f} steps/s", flush=True)
+    report(args.workers, args.notes)
+    print(f"wrote {RESULTS / 'vmbpo_mujoco.md'}")
+
+
+if __name__ == "__main__":
+    main()

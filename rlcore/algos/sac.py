@@ -1,0 +1,242 @@
+"""SAC: soft actor-critic with automatic temperature (Haarnoja et al., 2018, "Soft Actor-Critic
+Algorithms and Applications", arXiv 1812.05905).
+
+Per update, on a replay batch ``(s, a, r, s', d)``:
+
+1. ``a' ~ pi(.|s')``; ``y = r + gamma (1 - d) [min_j Q_target_j(s', a') - alpha log pi(a'|s')]``,
+2. critic loss: ``sum_j mean (Q_j(s, a) - y)^2`` over the twin critics (stacked, evaluated at once),
+3. actor loss: ``mean [alpha log pi(a~|s) - min_j Q_j(s, a~)]`` with ``a~ ~ pi(.|s)`` reparameterised,
+4. temperature loss: ``-mean [log alpha (log pi(a~|s) + H_target)]`` with ``H_target = -dim(A)``,
+5. Polyak update of the target critics (in place, ``lerp_``).
+
+The actor is a tanh-squashed diagonal Gaussian (:class:`rlcore.distributions.DiagGaussian`) scaled to
+the bounding box of the environment's action set; for a ball-shaped set the squashed action is then
+projected onto the ball. Deliberate choices and deviations:
+
+* Defaults follow Stable-Baselines3's SAC (one learning rate 3e-4 for critics, actor and temperature,
+  batch 256, (256, 256) networks, tau 0.005, gamma 0.99, initial temperature 1, one update per
+  environment step, the temperature loss on ``log alpha``), so that the two can be compared
+  (``benchmarks/vmbpo_mujoco.py``). ``learning_starts`` defaults to 1,000 uniformly random steps rather
+  than SB3-zoo's 10,000 for MuJoCo, because rlcore's default budget is 15k steps; pass 5,000 or 10,000
+  for long MuJoCo runs.
+* The log-std is squashed softly into ``[-5, 2]`` (CleanRL) instead of SB3's hard clip to ``[-20, 2]``.
+* For ball-shaped action sets the log-probability is that of the squashed action before the projection
+  (the projection onto a ball has no density correction); for boxes it is exact.
+* Time-limit truncation is not termination (``d`` is the environment's ``terminated``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+import solvers
+from rlcore.distributions import DiagGaussian
+from rlcore.envs.base import BatchedEnv
+from rlcore.models.layers import EnsembleMLP
+from rlcore.networks import mlp
+from rlcore.replay import TransitionBatch
+from rlcore.training import TrainConfig, TrainResult, train_off_policy
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@dataclass
+class SACConfig(TrainConfig):
+    """SAC settings (the shared loop's settings are in :class:`~rlcore.training.TrainConfig`)."""
+
+    learning_starts: int = 1_000
+    """Environment steps collected before the first update."""
+    random_steps: int = 1_000
+    """Environment steps with uniformly random actions from the action set at the start."""
+    batch_size: int = 256
+    """Transitions per gradient update."""
+    buffer_size: int = 1_000_000
+    """Replay capacity (FIFO)."""
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden layers of the actor and of each critic."""
+    learning_rate: float = 3e-4
+    """Adam learning rate of the critics."""
+    actor_learning_rate: float = 3e-4
+    """Adam learning rate of the actor."""
+    alpha_learning_rate: float = 3e-4
+    """Adam learning rate of the temperature (log alpha)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    initial_alpha: float = 1.0
+    """Initial entropy temperature."""
+    autotune_alpha: bool = True
+    """Learn the temperature so that the policy entropy tracks target_entropy; otherwise keep initial_alpha."""
+    target_entropy: float | None = None
+    """Entropy target of the temperature loss (None: minus the action dimension)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
+            raise ValueError(f"need 0 < gamma <= 1 and 0 < tau <= 1, got gamma={self.gamma}, tau={self.tau}.")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
+        if not self.initial_alpha > 0:
+            raise ValueError(f"initial_alpha must be > 0, got {self.initial_alpha}.")
+        for name in ("learning_rate", "actor_learning_rate", "alpha_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
+
+
+class SquashedGaussianActor(nn.Module):
+    """``pi(a|s)``: a tanh-squashed diagonal Gaussian scaled to the action set's bounding box.
+
+    ``dist(obs)`` gives the :class:`DiagGaussian`; ``sample(obs)`` a reparameterised action inside the
+    action set and its log-probability; ``mode(obs)`` the deterministic action, also inside the set.
+    """
+
+    def __init__(self, obs_dim: int, action_set: solvers.ActionSet, hidden_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.action_set = action_set
+        self.action_dim = action_set.dim
+        self.body = nn.Sequential(*mlp(obs_dim, hidden_sizes, 2 * self.action_dim))
+        self.register_buffer("low", action_set.low.clone())
+        self.register_buffer("high", action_set.high.clone())
+
+    def dist(self, obs: torch.Tensor) -> DiagGaussian:
+        mean, raw_log_std = self.body(obs).chunk(2, dim=-1)
+        # Soft bounds (CleanRL): a smooth map of the raw output onto [LOG_STD_MIN, LOG_STD_MAX].
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(raw_log_std) + 1)
+        return DiagGaussian(mean, log_std, squash=True, low=self.low, high=self.high)
+
+    def _into_set(self, actions: torch.Tensor) -> torch.Tensor:
+        # The squashed action is already in the bounding box; only a ball needs the projection.
+        return actions if self.action_set.kind == "box" else self.action_set.project(actions)
+
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        actions, log_prob = self.dist(obs).rsample_and_log_prob(generator)
+        return self._into_set(actions), log_prob
+
+    def mode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._into_set(self.dist(obs).mode)
+
+
+class TwinQ(nn.Module):
+    """``num_critics`` Q-networks over ``[s, a]``, stacked: ``forward`` returns ``[num_critics, B]``."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...], num_critics: int = 2) -> None:
+        super().__init__()
+        self.net = EnsembleMLP(num_critics, obs_dim + action_dim, hidden_sizes, 1)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
+
+
+def soft_q_targets(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor,
+                   next_log_prob: torch.Tensor, alpha: torch.Tensor | float, gamma: float) -> torch.Tensor:
+    """``y = r + gamma (1 - d) [min_j next_q_j - alpha log pi(a'|s')]``; ``next_q`` is ``[num_critics, B]``."""
+    next_value = next_q.min(dim=0).values - alpha * next_log_prob
+    return rewards + gamma * (1.0 - terminated) * next_value
+
+
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) target + tau source``, in place."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
+            t.lerp_(s, tau)
+
+
+class SACAgent:
+    """Networks, optimisers and the update of SAC."""
+
+    def __init__(self, config: SACConfig, obs_dim: int, action_set: solvers.ActionSet,
+                 device: str | torch.device = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.action_set = action_set.to(self.device)
+        self.obs_dim, self.action_dim = obs_dim, action_set.dim
+        self.actor = SquashedGaussianActor(obs_dim, self.action_set, config.hidden_sizes).to(self.device)
+        self.critic = TwinQ(obs_dim, self.action_dim, config.hidden_sizes).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_learning_rate)
+        self.log_alpha = nn.Parameter(torch.tensor(float(config.initial_alpha), device=self.device).log())
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_learning_rate)
+        self.target_entropy = float(-self.action_dim if config.target_entropy is None else config.target_entropy)
+        self.act_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
+        self.update_generator = torch.Generator(device=self.device).manual_seed(config.seed + 3)
+        self.updates = 0
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, step: int = 0, deterministic: bool = False) -> torch.Tensor:
+        obs = obs.to(self.device)
+        if deterministic:
+            return self.actor.mode(obs)
+        return self.actor.sample(obs, self.act_generator)[0]
+
+    def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        c = self.config
+        alpha = self.alpha
+        with torch.no_grad():
+            next_actions, next_log_prob = self.actor.sample(batch.next_obs, self.update_generator)
+            next_q = self.critic_target(batch.next_obs, next_actions)
+            targets = soft_q_targets(batch.rewards, batch.terminated, next_q, next_log_prob, alpha, c.gamma)
+        q = self.critic(batch.obs, batch.actions)
+        critic_loss = (q - targets).pow(2).mean(dim=1).sum()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        # The actor's gradient flows through the critics, but only the actor's optimiser steps here;
+        # freezing the critics avoids computing their parameter gradients.
+        self.critic.requires_grad_(False)
+        actions, log_prob = self.actor.sample(batch.obs, self.update_generator)
+        actor_loss = (alpha * log_prob - self.critic(batch.obs, actions).min(dim=0).values).mean()
+        self.critic.requires_grad_(True)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+
+        log_prob = log_prob.detach()
+        if c.autotune_alpha:
+            alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).mean()
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+
+        polyak_update(self.critic_target, self.critic, c.tau)
+        self.updates += 1
+        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "q_mean": q.detach().mean(),
+                "target_mean": targets.mean(), "alpha": alpha, "entropy": -log_prob.mean()}
+
+    _MODULES = ("actor", "critic", "critic_target", "critic_optimizer", "actor_optimizer", "alpha_optimizer")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {name: getattr(self, name).state_dict() for name in self._MODULES}
+        state.update(log_alpha=self.log_alpha.detach().clone(), updates=self.updates,
+                     act_generator=self.act_generator.get_state(), update_generator=self.update_generator.get_state())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self._MODULES:
+            getattr(self, name).load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.updates = state["updates"]
+        self.act_generator.set_state(state["act_generator"])
+        self.update_generator.set_state(state["update_generator"])
+
+
+def make_agent(config: SACConfig, env: BatchedEnv) -> SACAgent:
+    obs_dim = int(torch.tensor(env.observation_space.shape).prod())
+    return SACAgent(config, obs_dim, env.action_set, config.device)
+
+
+def train(config: SACConfig | None = None) -> TrainResult:
+    """Train SAC; returns the agent, its run directory and the evaluation history."""
+    return train_off_policy("sac", config or SACConfig(), make_agent)

@@ -1,0 +1,30 @@
+"""Learned dynamics: stacked MLPs, a probabilistic ensemble, termination functions and model rollouts.
+
+=================================  ==========================================================
+``EnsembleMLP``                    ``E`` MLPs evaluated at once (twin critics, ensembles)
+``ProbabilisticEnsemble``          Gaussian MLPs predicting ``[s' - s, r]``, elites, normalisers
+``fit_ensemble``                   train on a data set with a holdout split, select elites
+``holdout_mask``                   a fixed, data-defined holdout split for online training
+``termination_fn``                 known termination of gymnasium v5 tasks (or ``None``)
+``ModelEnv``, ``collect_rollouts``  model rollouts behind the batched-environment interface
+``rollout_horizon``                MBPO's horizon schedule
+=================================  ==========================================================
+"""
+
+from rlcore.models.dynamics import ModelPrediction, ProbabilisticEnsemble, fit_ensemble, holdout_mask
+from rlcore.models.layers import EnsembleLinear, EnsembleMLP
+from rlcore.models.rollouts import ModelEnv, collect_rollouts, rollout_horizon
+from rlcore.models.termination import termination_fn
+
+__all__ = [
+    "EnsembleLinear",
+    "EnsembleMLP",
+    "ModelEnv",
+    "ModelPrediction",
+    "ProbabilisticEnsemble",
+    "collect_rollouts",
+    "fit_ensemble",
+    "holdout_mask",
+    "rollout_horizon",
+    "termination_fn",
+]
