@@ -80,6 +80,8 @@ class RunLogger:
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+        self._masked_sums: dict[str, torch.Tensor] = {}
+        self._masked_counts: dict[str, torch.Tensor] = {}
 
     def accumulate(self, metrics: dict[str, torch.Tensor | float]) -> None:
         for key, value in metrics.items():
@@ -87,13 +89,27 @@ class RunLogger:
             self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
             self._counts[key] = self._counts.get(key, 0) + 1
 
+    def accumulate_masked(self, metrics: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+        """Add the rows of each ``[N]`` tensor where ``mask`` is true (e.g. returns of episodes that just
+        ended); the count stays a tensor too, so nothing waits for the device."""
+        weight = mask.to(torch.float32)
+        for key, value in metrics.items():
+            total = (value.detach().float() * weight).sum()
+            self._masked_sums[key] = self._masked_sums[key] + total if key in self._masked_sums else total
+            self._masked_counts[key] = (self._masked_counts[key] + weight.sum() if key in self._masked_counts
+                                        else weight.sum())
+
     def flush(self, step: int, prefix: str = "train/") -> dict[str, float]:
         """Write the means of everything accumulated since the last flush."""
         means = {key: float(total) / self._counts[key] for key, total in self._sums.items()}
+        for key, total in self._masked_sums.items():
+            count = float(self._masked_counts[key])
+            if count > 0:
+                means[key] = float(total) / count
         for key, value in means.items():
             self.writer.add_scalar(prefix + key, value, step)
-        self._sums.clear()
-        self._counts.clear()
+        for store in (self._sums, self._counts, self._masked_sums, self._masked_counts):
+            store.clear()
         return means
 
     def scalar(self, tag: str, value: float, step: int) -> None:

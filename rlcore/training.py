@@ -200,12 +200,9 @@ def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory) -
         episode_return += reward
         episode_length += 1
         done = terminated | truncated
-        if done.any():
-            for index in done.nonzero().flatten().tolist():
-                logger.accumulate({"episode_return": episode_return[index], "episode_length":
-                                   episode_length[index].float()})
-            episode_return = episode_return * ~done
-            episode_length = episode_length * ~done
+        logger.accumulate_masked({"episode_return": episode_return, "episode_length": episode_length}, done)
+        episode_return = episode_return * ~done
+        episode_length = episode_length * ~done
         obs = next_obs
         previous_step, step = step, step + env.num_envs
         bar.update(env.num_envs)
