@@ -118,7 +118,11 @@ class Rollout:
 
 
 class RolloutStorage:
-    """Preallocated rollout tensors on the device, filled step by step."""
+    """Preallocated rollout tensors on the device, filled step by step.
+
+    Each step is copied in (environments may reuse their output buffers) through views made once, so a step
+    costs one ``copy_`` per field and no indexing, which is most of the storage's cost with small batches.
+    """
 
     def __init__(self, num_steps: int, num_envs: int, obs_dim: int, action_dim: int, device: torch.device) -> None:
         t, n = num_steps, num_envs
@@ -127,17 +131,62 @@ class RolloutStorage:
             rewards=torch.zeros(t, n, device=device), terminated=torch.zeros(t, n, dtype=torch.bool, device=device),
             truncated=torch.zeros(t, n, dtype=torch.bool, device=device),
             final_obs=torch.zeros(t, n, obs_dim, device=device))
+        r = self.rollout
+        self._views = list(zip(r.obs, r.actions, r.rewards, r.terminated, r.truncated, r.final_obs, strict=True))
+        self._extra_views: dict[str, list[torch.Tensor]] = {}
 
     def add(self, t: int, obs: torch.Tensor, actions: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
             truncated: torch.Tensor, final_obs: torch.Tensor, extras: dict[str, torch.Tensor]) -> None:
-        r = self.rollout
-        r.obs[t], r.actions[t], r.rewards[t] = obs.reshape(r.obs.shape[1:]), actions, reward
-        r.terminated[t], r.truncated[t], r.final_obs[t] = terminated, truncated, final_obs.reshape(r.obs.shape[1:])
+        obs_view, actions_view, reward_view, terminated_view, truncated_view, final_obs_view = self._views[t]
+        obs_view.copy_(obs.reshape(obs_view.shape))  # [N, *obs_shape] -> [N, obs_dim]
+        actions_view.copy_(actions)
+        reward_view.copy_(reward)
+        terminated_view.copy_(terminated)
+        truncated_view.copy_(truncated)
+        final_obs_view.copy_(final_obs.reshape(obs_view.shape))
         for key, value in extras.items():
-            if key not in r.extras:
-                r.extras[key] = torch.zeros((r.rewards.shape[0], *value.shape), dtype=value.dtype,
-                                            device=value.device)
-            r.extras[key][t] = value
+            if key not in self._extra_views:
+                storage = torch.zeros((len(self._views), *value.shape), dtype=value.dtype, device=value.device)
+                self.rollout.extras[key] = storage
+                self._extra_views[key] = list(storage)
+            self._extra_views[key][t].copy_(value)
+
+
+def episode_statistics(rewards: torch.Tensor, done: torch.Tensor, episode_return: torch.Tensor,
+                       episode_length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                              torch.Tensor, torch.Tensor]:
+    """Returns and lengths of the episodes that ended in a rollout, without a loop over its steps.
+
+    Step ``t`` of env ``n`` belongs to that env's episode number ``k = (done[:t, n]).sum()`` within the rollout;
+    episode 0 continues the one in progress (``episode_return``, ``episode_length`` carried in), and those with
+    ``k < done[:, n].sum()`` ended. The sums add the rewards in time order, as a step-by-step running sum would.
+
+    Args:
+        rewards: ``[T, N]``.
+        done: ``[T, N]`` bool, terminated or truncated.
+        episode_return: ``[N]`` return so far of the episodes in progress at the rollout's start.
+        episode_length: ``[N]`` integer length so far of those episodes.
+
+    Returns:
+        (ended_count, ended_return_sum, ended_length_sum, episode_return, episode_length): the number of ended
+        episodes and the sums of their returns and lengths (0-dim tensors), and the running return and length
+        of the episodes in progress at the rollout's end (``[N]``).
+    """
+    steps, n = rewards.shape
+    ends = done.long()
+    episode = ends.cumsum(0) - ends  # episode index of each step within the rollout
+    ended = ends.sum(0)  # [N]: episodes 0 .. ended - 1 of env n ended in this rollout
+    totals = torch.zeros(steps + 1, n, dtype=rewards.dtype, device=rewards.device)
+    totals[0] = episode_return
+    totals.scatter_add_(0, episode, rewards)
+    lengths = torch.zeros(steps + 1, n, dtype=episode_length.dtype, device=rewards.device)
+    lengths[0] = episode_length
+    lengths.scatter_add_(0, episode, torch.ones_like(episode, dtype=episode_length.dtype))
+    finished = torch.arange(steps + 1, device=rewards.device)[:, None] < ended
+    ended_return = (totals * finished).sum()
+    ended_length = (lengths * finished).sum()
+    index = ended[None]
+    return (ended.sum(), ended_return, ended_length, totals.gather(0, index)[0], lengths.gather(0, index)[0])
 
 
 class ObsNormalizer(nn.Module):
@@ -147,6 +196,11 @@ class ObsNormalizer(nn.Module):
 
     A module with buffers, so the statistics live in the agent's ``state_dict`` and a saved agent evaluates
     with the statistics it trained with (what CleanRL's wrapper-based normalisation loses).
+
+    Both methods run at every environment step, so they are kept to a few same-dtype ops: the count is
+    mirrored in a Python float (the batch's share is a plain number: no 0-dim tensor arithmetic, no host
+    sync), and :meth:`forward` applies float32 copies of μ and 1/sqrt(σ² + ε) that are derived from the
+    float64 statistics whenever these change (they are not saved).
     """
 
     def __init__(self, shape: int, clip: float = 10.0, eps: float = 1e-8) -> None:
@@ -155,6 +209,10 @@ class ObsNormalizer(nn.Module):
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.register_buffer("mean32", torch.zeros(shape), persistent=False)
+        self.register_buffer("inv_std32", torch.ones(shape), persistent=False)
+        self._count = 1e-4
+        self._refresh()
 
     @torch.no_grad()
     def update(self, obs: torch.Tensor) -> None:
@@ -162,18 +220,38 @@ class ObsNormalizer(nn.Module):
 
             μ ← μ + δ n/(m + n),   σ² ← (m σ² + n s² + δ² m n/(m + n)) / (m + n),   δ = x̄ − μ
         """
-        x = obs.reshape(-1, self.mean.shape[0]).to(torch.float64)
+        mean, var = self.mean, self.var  # (each buffer lookup goes through Module.__getattr__)
+        x = obs.reshape(-1, mean.shape[0]).to(torch.float64)
         n = x.shape[0]
-        batch_var, batch_mean = torch.var_mean(x, dim=0, unbiased=False)
-        delta = batch_mean - self.mean
-        frac = n / (self.count + n)  # the batch's share of the new total
-        self.mean.add_(delta * frac)
-        self.var.lerp_(batch_var, frac).add_(delta.square() * frac * (1 - frac))
-        self.count.add_(n)
+        frac = n / (self._count + n)  # the batch's share of the new total
+        if n == 1:  # one environment: x̄ = x and s² = 0, without var_mean's cost
+            delta = x[0] - mean
+            var.mul_(1 - frac)
+        else:
+            batch_var, batch_mean = torch.var_mean(x, dim=0, unbiased=False)
+            delta = batch_mean - mean
+            var.lerp_(batch_var, frac)
+        mean.add_(delta, alpha=frac)
+        var.addcmul_(delta, delta, value=frac * (1 - frac))
+        self._count += n
+        self.count.fill_(self._count)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # Only buffers that need no gradient are involved, so no no_grad context is needed.
+        self.mean32.copy_(self.mean)
+        self.inv_std32.copy_(self.var.add(self.eps).rsqrt_())
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._count = float(self.count)
+        self._refresh()
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        z = (obs - self.mean.to(obs.dtype)) * torch.rsqrt(self.var.to(obs.dtype) + self.eps)
-        return z.clamp(-self.clip, self.clip)
+        mean, inv_std = self.mean32, self.inv_std32
+        if obs.dtype != mean.dtype:
+            mean, inv_std = mean.to(obs.dtype), inv_std.to(obs.dtype)
+        return ((obs - mean) * inv_std).clamp_(-self.clip, self.clip)
 
 
 class OnPolicyAgent(Protocol):
@@ -252,32 +330,22 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory)
                desc=f"{algo} {config.env}", dynamic_ncols=True)
     while step < config.total_steps:
         rollout_start = time.perf_counter()
-        # Finished episodes are summed on the device and read once per rollout (no host sync per step).
-        ended_count = torch.zeros(env.num_envs, device=env.device)
-        ended_return = torch.zeros(env.num_envs, device=env.device)
-        ended_length = torch.zeros(env.num_envs, device=env.device)
         for t in range(config.num_steps):
             actions, extras = agent.explore(obs)
             next_obs, reward, terminated, truncated, info = env.step(actions)
             storage.add(t, obs, actions, reward, terminated, truncated, info["final_obs"], extras)
-            episode_return += reward
-            episode_length += 1
-            done = terminated | truncated
-            ended_count += done
-            ended_return += episode_return * done
-            ended_length += episode_length * done
-            episode_return = episode_return * ~done
-            episode_length = episode_length * ~done
             obs = next_obs
+        rollout = storage.rollout
         collect_seconds = time.perf_counter() - rollout_start
-        count = ended_count.sum()
+        # Finished episodes are summed on the device once per rollout (no host sync, no work per step).
+        count, ended_return, ended_length, episode_return, episode_length = episode_statistics(
+            rollout.rewards, rollout.terminated | rollout.truncated, episode_return, episode_length)
         if count > 0:
-            logger.accumulate({"episode_return": ended_return.sum() / count,
-                               "episode_length": ended_length.sum() / count})
+            logger.accumulate({"episode_return": ended_return / count, "episode_length": ended_length / count})
         progress = step / config.total_steps
         previous_step, step = step, step + config.num_steps * env.num_envs
         update_start = time.perf_counter()
-        logger.accumulate(agent.update(storage.rollout, progress))
+        logger.accumulate(agent.update(rollout, progress))
         update_total += time.perf_counter() - update_start
         collect_total += collect_seconds
         bar.update(step - previous_step)
