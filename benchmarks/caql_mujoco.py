@@ -63,8 +63,9 @@ def run_one(spec: dict) -> dict:
         config = CAQLConfig(env=env_id, action_bound=bound, action_set=set_kind, solver=solver, total_steps=steps,
                             eval_interval=eval_interval, eval_episodes=spec["eval_episodes"], seed=seed,
                             checkpoint_interval=steps, progress=False, run_dir=spec["run_dir"],
-                            dual_filter=exact, cluster_radius=0.05 if exact else 0.0,
-                            solver_time_limit=2.0 if exact else None)
+                            dual_filter=exact, cluster_radius=0.1 if exact else 0.0,
+                            solver_time_limit=1.0 if exact else None,
+                            solver_options={"ga_starts": 8, "ga_iterations": 20} if exact else {})
         result = train(config)
         for record in result.evaluations:
             curve.append((record["step"], record["return_mean"], record["return_std"]))
@@ -168,6 +169,8 @@ def write_markdown(summary: dict, path: Path) -> None:
               "| method | normalised IQM |", "|---|---|"]
     for method, value in sorted(summary["normalised_iqm"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {method} | {value:.2f} |")
+    if budget["missing_runs"]:
+        lines += ["", f"Not run (out of time): {', '.join(budget['missing_runs'])}."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -213,6 +216,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="only aggregate the runs already cached (the table says which are missing)")
     args = parser.parse_args()
 
     tasks = args.tasks or (QUICK_TASKS if args.quick else FULL_TASKS)
@@ -230,22 +235,25 @@ def main() -> None:
                 specs.append({"task": task, "env": env_id, "bound": bound, "set": set_kind, "method": method,
                               "seed": seed, "steps": steps, "eval_episodes": args.eval_episodes, "key": key,
                               "run_dir": str(cache / "runs" / key)})
-    todo = [s for s in specs if not (cache / f"{s['key']}.json").exists()]
+    todo = [] if args.summarise_only else [s for s in specs if not (cache / f"{s['key']}.json").exists()]
     print(f"{len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to do, {args.workers} workers")
     started = time.perf_counter()
     with mp.get_context("spawn").Pool(args.workers) as pool:
-        for done in pool.imap_unordered(run_one, sorted(todo, key=lambda s: -s["steps"])):
+        # Task by task, so that an interrupted suite leaves whole tasks finished.
+        for done in pool.imap_unordered(run_one, todo):
             (cache / f"{done['key']}.json").write_text(json.dumps(done))
             print(f"[{time.perf_counter() - started:7.0f}s] {done['task']:24} {done['method']:9} seed {done['seed']}: "
                   f"return {done['final_return']:9.1f}  ({done['wall_seconds']:.0f} s)", flush=True)
-    runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in specs]
+    missing = [s["key"] for s in specs if not (cache / f"{s['key']}.json").exists()]
+    runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in specs if s["key"] not in missing]
+    tasks = [task for task in tasks if any(r["task"] == task for r in runs)]
     randoms = {task: random_return(*parse_task(task), args.eval_episodes) for task in tasks}
     command = "python benchmarks/caql_mujoco.py " + ("--quick" if args.quick else "") + (
         f" --tasks {' '.join(args.tasks)}" if args.tasks else "")
     budget = {"machine": "2-core x86_64 CPU, no GPU, one torch thread per run, runs in parallel processes",
               "description": f"Pendulum {pendulum_steps} steps, MuJoCo {mujoco_steps} steps per run",
               "seeds": args.seeds, "eval_episodes": args.eval_episodes, "command": command.strip(),
-              "suite_wall_seconds": time.perf_counter() - started}
+              "suite_wall_seconds": time.perf_counter() - started, "missing_runs": missing}
     summary = summarise(runs, randoms, budget)
     summary["figures"] = plot(runs, args.out)
     (args.out / "caql_mujoco.json").write_text(json.dumps({**summary, "runs": runs}, indent=1))

@@ -75,8 +75,6 @@ class CAQLConfig(TrainConfig):
     """Time limit in seconds per max-Q batch for exact solvers (their 'time_limit' option)."""
     solver_gap: float | None = None
     """Absolute optimality gap for exact solvers (their 'gap' option); dynamic tolerance overrides it."""
-    warm_start_ga: bool = True
-    """Warm-start exact solvers from gradient ascent started at the action function's action."""
     dynamic_tolerance: bool | None = None
     """Anneal the solver tolerance as clip(tau0 * TD-RMSE * decay^k, min, max); None: on for exact solvers."""
     tolerance_init: float = 0.1
@@ -168,8 +166,8 @@ class CAQLAgent:
             options["gap"] = config.solver_gap
         self.solver = solvers.make(config.solver, **options)
         # Exact solvers (MIP, branch-and-bound) take an absolute gap; the heuristics have no certificate.
+        # The exact solvers run their own gradient ascent from the warm start (the action function's action).
         self.exact_solver = hasattr(self.solver, "gap")
-        self.ga = solvers.make("ga", seed=config.seed) if self.exact_solver and config.warm_start_ga else None
         self.use_dynamic_tolerance = (self.exact_solver if config.dynamic_tolerance is None
                                       else config.dynamic_tolerance)
         self.cluster_generator = torch.Generator(device=self.device).manual_seed(config.seed + 3)
@@ -236,10 +234,9 @@ class CAQLAgent:
 
         result = None
         if solve_index.numel() > 0:
-            states, start = batch.next_obs[solve_index], warm[solve_index]
-            if self.ga is not None:
-                start = self.ga.solve(self.q_relu, states, self.action_set, warm_start=start).actions
-            result = self.solver.solve(self.q_relu, states, self.action_set, warm_start=start, tolerance=tolerance)
+            states = batch.next_obs[solve_index]
+            result = self.solver.solve(self.q_relu, states, self.action_set, warm_start=warm[solve_index],
+                                       tolerance=tolerance)
             next_value[solve_index] = self._target_value(states, result.actions)
             if centre_of is not None:
                 others = active_index[centre_of != active_index]
@@ -322,8 +319,7 @@ class CAQLAgent:
         state.update(log_lambda=self.log_lambda.detach().clone(), updates=self.updates,
                      noise_generator=self.noise_generator.get_state(),
                      cluster_generator=self.cluster_generator.get_state(), maxq_totals=dict(self.maxq_totals))
-        if self.ga is not None:
-            state["ga_rng"] = self.ga.get_rng_state()
+
         if hasattr(self.solver, "get_rng_state"):
             state["solver_rng"] = self.solver.get_rng_state()
         return state
@@ -337,8 +333,6 @@ class CAQLAgent:
         self.noise_generator.set_state(state["noise_generator"])
         self.cluster_generator.set_state(state["cluster_generator"])
         self.maxq_totals = dict(state["maxq_totals"])
-        if self.ga is not None and "ga_rng" in state:
-            self.ga.set_rng_state(state["ga_rng"])
         if "solver_rng" in state and hasattr(self.solver, "set_rng_state"):
             self.solver.set_rng_state(state["solver_rng"])
 
