@@ -107,14 +107,13 @@ class BranchAndBoundSolver:
 
         widest = max(w.shape[0] for w in weights[:-1])
         per_iteration = max(16, min(self.boxes_per_iteration, self.max_elements // (2 * net.action_dim * widest)))
-        iteration, stopped = 0, False
+        iteration = 0
         while True:
             done = search.prune_and_check()
             if bool(done.all()):
                 break
             if (iteration >= self.max_iterations or time.perf_counter() - start_time >= self.time_limit
                     or search.size() > self.max_boxes):
-                stopped = True
                 break
             search.branch(per_iteration)
             iteration += 1
@@ -128,9 +127,9 @@ class BranchAndBoundSolver:
         final_gap = upper - values
         exact = final_gap <= 4 * torch.finfo(x.dtype).eps * values.abs().clamp_min(1.0)
         status = torch.where(exact, int(SolveStatus.OPTIMAL), int(SolveStatus.GAP_LIMIT))
-        if stopped:
-            unfinished = ~search.finished()
-            status = torch.where(unfinished, int(SolveStatus.TIME_LIMIT), status)
+        slack = 8 * torch.finfo(x.dtype).eps * values.abs().clamp_min(1.0)
+        unfinished = ~search.finished().to(values.device) | (final_gap > gap + slack)
+        status = torch.where(unfinished, int(SolveStatus.TIME_LIMIT), status)
         self.last_iterations = iteration
         return MaxQResult(actions, values, upper, status.to(torch.int8), time.perf_counter() - start_time)
 
@@ -218,7 +217,9 @@ class _Search:
             self.pruned.scatter_reduce_(0, self.idx[prunable], self.ub[prunable], "amax")
             self._keep(~prunable)
         current = torch.maximum(self._live_max(), self.pruned)
-        newly = torch.isnan(self.final) & (current - self.inc_v <= self.gap + 1e-12 * (1 + self.inc_v.abs()))
+        no_boxes = torch.bincount(self.idx, minlength=self.inc_v.shape[0]) == 0  # all pruned: bound = pruned max
+        within = current - self.inc_v <= self.gap + 1e-12 * (1 + self.inc_v.abs())
+        newly = torch.isnan(self.final) & (within | no_boxes)
         if bool(newly.any()):
             self.final = torch.where(newly, current, self.final)
             self._keep(~newly[self.idx])
@@ -226,6 +227,8 @@ class _Search:
 
     def branch(self, count: int) -> None:
         """Halve the ``count`` most promising boxes and bound their children."""
+        if self.size() == 0:
+            return
         priority = self.ub - self.inc_v[self.idx]
         count = min(count, self.size())
         if count < self.size():
