@@ -16,80 +16,35 @@ Checkpoints are written at rollout boundaries, where the agent holds no half-col
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from rlcore import envs
-from rlcore.checkpoint import global_rng_state, load_checkpoint, save_checkpoint, set_global_rng_state
-from rlcore.evaluation import evaluate
-from rlcore.runs import RunLogger, new_run_dir, read_evaluations, save_config
-from rlcore.training import TrainConfig, TrainResult, make_env
-from solvers import ActionSet
+from rlcore.session import RunConfig, RunSession, TrainResult
 
 
 @dataclass
-class OnPolicyConfig:
-    """Settings shared by every on-policy algorithm."""
+class OnPolicyConfig(RunConfig):
+    """Settings shared by every on-policy algorithm (the common ones are in :class:`~rlcore.session.RunConfig`)."""
 
-    env: str = "Pendulum-v1"
-    """Gymnasium environment id."""
-    action_bound: float | None = None
-    """Constrain actions to a set of this size (a box [-c, c]^d, or a ball of radius c; see action_set)."""
-    action_set: Literal["box", "l2_ball", "l1_ball"] = "box"
-    """Shape of the constraint that action_bound sets."""
-    num_envs: int = 1
-    """Parallel training environments."""
-    vectorization: Literal["sync", "async"] = "sync"
-    """Gymnasium vector env type; only 'sync' can be checkpointed exactly."""
-    backend: str = "gymnasium"
-    """Environment backend: 'gymnasium', 'torch' (tensor envs on `device`), 'mjwarp' or 'auto' (see envs.make)."""
     total_steps: int = 100_000
     """Environment steps to train for (summed over parallel environments)."""
-    num_steps: int = 2048
-    """Steps per environment in each rollout (a rollout holds num_steps * num_envs transitions)."""
     eval_interval: int = 10_000
     """Evaluate every this many environment steps (and at the end), at the next rollout boundary."""
-    eval_episodes: int = 10
-    """Episodes per evaluation (deterministic policy, separate environments)."""
     checkpoint_interval: int = 20_000
     """Write a checkpoint every this many environment steps (and at the end), at a rollout boundary."""
-    seed: int = 1
-    """Seed for networks, environments and sampling."""
-    device: str = "cpu"
-    """Torch device for networks, rollout storage and environment outputs."""
-    torch_threads: int = 1
-    """torch.set_num_threads; one is fastest for small networks (and for parallel seeds)."""
-    log_root: str = "runs"
-    """Parent folder of new run directories."""
-    run_dir: str | None = None
-    """Use this run directory instead of a new one under log_root."""
-    resume: str | None = None
-    """Continue the run in this directory from its last checkpoint."""
-    progress: bool = True
-    """Show a progress bar."""
+    num_steps: int = 2048
+    """Steps per environment in each rollout (a rollout holds num_steps * num_envs transitions)."""
 
     def validate(self) -> None:
-        for name in ("total_steps", "num_steps", "eval_interval", "eval_episodes", "checkpoint_interval",
-                     "num_envs", "torch_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.action_bound is not None and not self.action_bound > 0:
-            raise ValueError(f"action_bound must be > 0, got {self.action_bound}.")
-
-    def make_action_set(self) -> ActionSet | None:
-        # Same meaning of action_bound/action_set as the off-policy settings.
-        return TrainConfig.make_action_set(self)  # type: ignore[arg-type]
+        super().validate()
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}.")
 
 
 @dataclass
@@ -275,60 +230,24 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory)
     ``update`` receives ``progress`` in [0, 1), the fraction of ``total_steps`` done before the rollout (for
     learning-rate annealing).
     """
-    config.validate()
-    torch.set_num_threads(config.torch_threads)
-    if config.resume:
-        run_dir = Path(config.resume)
-        checkpoint = load_checkpoint(run_dir / "checkpoint.pt", map_location=config.device)
-    else:
-        run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.log_root, algo, config.env,
-                                                                           config.seed)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint = None
-    save_config(run_dir, algo, config)
-
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    env = make_env(config, config.num_envs)  # type: ignore[arg-type]
-    eval_env = make_env(config, config.eval_episodes)  # type: ignore[arg-type]
+    session = RunSession(algo, config)
+    env, logger = session.env, session.logger
     agent = make_agent(config, env)
     storage = RolloutStorage(config.num_steps, env.num_envs, env.obs_dim, env.action_dim, env.device)
-    eval_seed = config.seed + 1_000_003
-
-    step = 0
     obs, _ = env.reset(seed=config.seed)
     episode_return = torch.zeros(env.num_envs, device=env.device)
     episode_length = torch.zeros(env.num_envs, dtype=torch.long, device=env.device)
+    checkpoint = session.resume(agent)
     if checkpoint is not None:
-        agent.load_state_dict(checkpoint["agent"])
-        env.load_state_dict(checkpoint["env"])
         loop = checkpoint["loop"]
-        step = loop["step"]
         obs, episode_return, episode_length = (loop[k].to(env.device) for k in ("obs", "episode_return",
                                                                                    "episode_length"))
-        set_global_rng_state(checkpoint["rng"])
-    evaluations = [e for e in read_evaluations(run_dir) if e["step"] <= step]
-    logger = RunLogger(run_dir, purge_step=step if checkpoint is not None else None)
 
-    def save(at_step: int) -> None:
-        loop = {"step": at_step, "obs": obs, "episode_return": episode_return, "episode_length": episode_length}
-        save_checkpoint(run_dir / "checkpoint.pt", {
-            "algo": algo, "config": dataclasses.asdict(config), "step": at_step, "agent": agent.state_dict(),
-            "env": env.state_dict(), "loop": loop, "rng": global_rng_state()})
+    def loop_state() -> dict[str, Any]:
+        return {"loop": {"obs": obs, "episode_return": episode_return, "episode_length": episode_length}}
 
-    def run_evaluation(at_step: int) -> None:
-        returns = evaluate(lambda o: agent.act(o, at_step, deterministic=True), eval_env, seed=eval_seed)
-        record = {"step": at_step, "return_mean": float(returns.mean()), "return_std": float(returns.std(0)),
-                  "returns": returns.tolist(), "wall_seconds": time.perf_counter() - start_time}
-        evaluations.append(record)
-        logger.evaluation(record)
-        bar.set_postfix(eval_return=f"{record['return_mean']:.1f}")
-
-    start_time, start_step = time.perf_counter(), step
     collect_total = update_total = 0.0
-    bar = tqdm(total=config.total_steps, initial=step, disable=not config.progress, unit="step",
-               desc=f"{algo} {config.env}", dynamic_ncols=True)
-    while step < config.total_steps:
+    while not session.finished:
         rollout_start = time.perf_counter()
         for t in range(config.num_steps):
             actions, extras = agent.explore(obs)
@@ -342,37 +261,18 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory)
             rollout.rewards, rollout.terminated | rollout.truncated, episode_return, episode_length)
         if count > 0:
             logger.accumulate({"episode_return": ended_return / count, "episode_length": ended_length / count})
-        progress = step / config.total_steps
-        previous_step, step = step, step + config.num_steps * env.num_envs
+        step = session.step
+        new_step = step + config.num_steps * env.num_envs
         update_start = time.perf_counter()
-        logger.accumulate(agent.update(rollout, progress))
+        logger.accumulate(agent.update(rollout, step / config.total_steps))
         update_total += time.perf_counter() - update_start
         collect_total += collect_seconds
-        bar.update(step - previous_step)
 
         # One rollout is one logging period: its mean metrics, and the speed of collection and of the whole.
-        logger.flush(step)
+        logger.flush(new_step)
         now = time.perf_counter()
-        logger.scalar("train/steps_per_second", (step - previous_step) / max(now - rollout_start, 1e-9), step)
-        logger.scalar("train/collect_seconds", collect_seconds, step)
-        if _crossed(previous_step, step, config.eval_interval) or step >= config.total_steps:
-            run_evaluation(step)
-        if _crossed(previous_step, step, config.checkpoint_interval) or step >= config.total_steps:
-            save(step)
-    bar.close()
-    logger.close()
-    env.close()
-    eval_env.close()
-    seconds = time.perf_counter() - start_time
-    final = evaluations[-1] if evaluations else {}
-    summary = {"algo": algo, "env": config.env, "seed": config.seed, "steps": step,
-               "final_return_mean": final.get("return_mean", math.nan),
-               "final_return_std": final.get("return_std", math.nan), "wall_seconds_this_session": seconds,
-               "steps_per_second_this_session": (step - start_step) / max(seconds, 1e-9),
-               "collect_seconds_this_session": collect_total, "update_seconds_this_session": update_total}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return TrainResult(agent=agent, run_dir=run_dir, evaluations=evaluations)
-
-
-def _crossed(before: int, after: int, interval: int) -> bool:
-    return after // interval > before // interval
+        logger.scalar("train/steps_per_second", (new_step - step) / max(now - rollout_start, 1e-9), new_step)
+        logger.scalar("train/collect_seconds", collect_seconds, new_step)
+        session.advance(new_step, agent, loop_state)
+    return session.finish(agent, {"collect_seconds_this_session": collect_total,
+                                  "update_seconds_this_session": update_total})
