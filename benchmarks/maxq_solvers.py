@@ -219,8 +219,10 @@ def targets(cells: list[dict]) -> list[dict]:
 def markdown(report: dict) -> str:
     lines = ["# Max-Q solver benchmark", "",
              f"Machine: {report['machine']}. Budget: {report['budget']}.", "",
-             "The machine's 2 cores were shared with other work (test runs) during the benchmark, so the "
-             "timings are noisy and on the slow side. Regenerate with `python benchmarks/maxq_solvers.py`.", "",
+             "The machine's 2 cores were shared with other work during the recorded run (load average "
+             "about 7-12), so every solver got well under one core: the timings are noisy and pessimistic, "
+             "and MIP solves hit their wall-clock limits sooner. Compare columns within a row, not with other "
+             "machines. Regenerate with `python benchmarks/maxq_solvers.py` (or `--quick`).", "",
              "Seconds are per state (MIP solvers: one state per solve on one core; `bnb`/`ga`: one batch, "
              "batch time / batch size). `cert` = fraction of states with a proven gap <= 1e-3. "
              "`gap to best` = best proven upper bound among all solvers minus the solver's value "
