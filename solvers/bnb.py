@@ -24,7 +24,9 @@ by input splitting, the design of the alpha,beta-CROWN verifiers (see ``maxq-sol
    of the ``refine_boxes`` most promising boxes.
 
 The time limit and node limits are for the whole batch; a sample not finished by then has status
-``TIME_LIMIT`` and its bound is still valid. float64 (the default) is the rigorous mode; float32 adds
+``TIME_LIMIT`` and its bound is still valid. The best-first order spreads the effort over all
+unfinished samples, so under a tight limit many samples end with similar gaps rather than a few
+finished and the rest untouched. float64 (the default) is the rigorous mode; float32 adds
 ``margin (1 + |u|)`` to every bound, a margin chosen by experiment, not derived.
 """
 

@@ -197,3 +197,14 @@ def test_registered_names():
     assert set(EXACT) <= set(solvers.available())
     with pytest.raises(ValueError, match=r"registered solvers: .*bnb"):
         solvers.make("gurobi")
+
+
+def test_map_jobs_keeps_order_and_checks_its_arguments():
+    from solvers.parallel import map_jobs
+
+    assert map_jobs(abs, [-3, 2, -1], workers=1) == [3, 2, 1]
+    assert map_jobs(abs, [-3, 2, -1], executor="serial") == [3, 2, 1]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        map_jobs(abs, [1, 2], workers=0)
+    with pytest.raises(ValueError, match="executor must be one of"):
+        map_jobs(abs, [1], executor="threads")
