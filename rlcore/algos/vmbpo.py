@@ -32,10 +32,12 @@ over ``q`` by the soft optimistic backups (:func:`soft_optimistic_backup` comput
    two, with Polyak targets) are trained with it. For ``eta -> inf`` it is the squared loss (risk-neutral
    evaluation); for small ``eta`` it is optimistic. Exponents above ``max_log_ratio`` continue linearly,
    so one outlier cannot blow up the gradient (a practical clip, not part of the derivation).
-2. *Soft value.* ``V'(s') = min_j Q'_j(s', a') - eta KL(q(.|s') || pi(.|s'))`` with ``a' ~ q``, the KL of
-   the two tanh-Gaussians in closed form (the variational form of ``V`` above, one sample).
-3. *Variational policy.* ``q_phi`` maximises ``E_{a~q}[min_j Q_j(s,a)] - eta KL(q(.|s) || pi(.|s))``
-   (reparameterised; ``pi`` fixed): SAC's actor step with the entropy replaced by a KL to the baseline.
+2. *Soft value.* ``V'(s') = min_j Q'_j(s', a') - alpha log q(a'|s') - eta KL(q(.|s') || pi(.|s'))`` with
+   ``a' ~ q``, the KL of the two tanh-Gaussians in closed form (the variational form of ``V`` above, one
+   sample, plus SAC's entropy term; see "Entropy term" below).
+3. *Variational policy.* ``q_phi`` maximises ``E_{a~q}[min_j Q_j(s,a) - alpha log q(a|s)] - eta KL(q || pi)``
+   (reparameterised; ``pi`` fixed): SAC's actor step with a KL to the baseline added; ``alpha`` is tuned
+   towards SAC's entropy target.
 4. *Variational model* (model-based variant). ``q(s'|s,a) ∝ p̂(s'|s,a) exp((r + gamma V'(s'))/eta)`` is
    represented by sampling-importance-resampling: one candidate ``(s', r)`` per elite of the learned
    ensemble ``p̂``, resampled with weights ``exp((r + gamma (1-d) V'(s'))/eta)``. Model rollouts
