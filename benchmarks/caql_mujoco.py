@@ -135,6 +135,7 @@ def summarise(runs: list[dict], randoms: dict[str, float], budget: dict) -> dict
         if "maxq_fraction_avoided" in run:
             cell.setdefault("avoided", []).append(run["maxq_fraction_avoided"])
     normalised: dict[str, list[float]] = {}
+    complete = max((len(methods) for methods in table.values()), default=0)
     for task, methods in table.items():
         best = max(statistics.mean(c["returns"]) for c in methods.values())
         for method, cell in methods.items():
@@ -144,6 +145,8 @@ def summarise(runs: list[dict], randoms: dict[str, float], budget: dict) -> dict
             cell["steps_per_second"] = statistics.mean(cell["sps"])
             # Where no method beats a random policy the task says nothing about the ranking: all score 0.
             span = best - randoms[task]
+            if len(methods) < complete:  # a task cut short by the time budget stays out of the aggregate
+                continue
             normalised.setdefault(method, []).extend(
                 (r - randoms[task]) / span if span > 1e-9 else 0.0 for r in cell["returns"])
     return {"budget": budget, "random_returns": randoms, "tasks": table,
