@@ -99,53 +99,34 @@ from typing import Any, Literal
 import torch
 
 import solvers
-from rlcore.algos.sac import SquashedGaussianActor, TwinQ, polyak_update
+from rlcore.algos.sac import SACConfig, SquashedGaussianActor, TwinQ, polyak_update
 from rlcore.distributions import kl_divergence
 from rlcore.envs.base import BatchedEnv
 from rlcore.models import ModelEnv, ProbabilisticEnsemble, collect_rollouts, holdout_mask, rollout_horizon
 from rlcore.models.rollouts import check_schedule
 from rlcore.models.termination import termination_fn
 from rlcore.replay import ReplayBuffer, TransitionBatch
-from rlcore.training import TrainConfig, TrainResult, train_off_policy
+from rlcore.training import TrainResult, train_off_policy
 
 
 @dataclass
-class VMBPOConfig(TrainConfig):
-    """VMBPO settings (the shared loop's settings, including the update-to-data ratio ``updates_per_step``,
-    are in :class:`~rlcore.training.TrainConfig`)."""
+class VMBPOConfig(SACConfig):
+    """VMBPO settings. The E-step's actor-critic core shares SAC's settings (:class:`~rlcore.algos.sac.SACConfig`:
+    networks, learning rates, discount, Polyak rate, entropy temperature) and the shared loop's (including the
+    update-to-data ratio ``updates_per_step``, in :class:`~rlcore.training.TrainConfig`)."""
 
     variant: Literal["model_based", "model_free"] = "model_based"
     """E-step on ensemble rollouts mixed with real data, or on real transitions only."""
     eta: float = 1.0
     """Temperature of the optimality likelihood: KL weight of q to pi and inverse optimism of the backup."""
-    learning_starts: int = 1_000
-    """Environment steps collected before the first update."""
-    random_steps: int = 1_000
-    """Environment steps with uniformly random actions from the action set at the start."""
     batch_size: int = 256
     """Transitions per E-step / M-step update (real and model transitions together)."""
-    buffer_size: int = 1_000_000
-    """Replay capacity for real transitions (FIFO)."""
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    """Hidden layers of the critics and of both policies."""
-    learning_rate: float = 3e-4
-    """Adam learning rate of the critics."""
     actor_learning_rate: float = 3e-4
     """Adam learning rate of the variational policy q."""
     baseline_learning_rate: float = 3e-4
     """Adam learning rate of the baseline policy pi (M-step)."""
-    gamma: float = 0.99
-    """Discount factor."""
-    tau: float = 0.005
-    """Polyak rate of the target critics."""
-    initial_alpha: float = 1.0
-    """Initial entropy temperature of the SAC core of the E-step."""
-    autotune_alpha: bool = True
-    """Learn the entropy temperature towards target_entropy (as SAC); otherwise keep initial_alpha."""
     target_entropy: float | None = None
     """Entropy target of q (None: minus the action dimension)."""
-    alpha_learning_rate: float = 3e-4
-    """Adam learning rate of log alpha."""
     max_log_ratio: float = 5.0
     """Exponent of the LINEX loss beyond which it continues linearly (a clip on the density ratio)."""
     ensemble_size: int = 7
@@ -183,8 +164,6 @@ class VMBPOConfig(TrainConfig):
             raise ValueError(f"variant must be 'model_based' or 'model_free', got {self.variant!r}.")
         if not self.eta > 0:
             raise ValueError(f"eta must be > 0, got {self.eta}.")
-        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
-            raise ValueError(f"need 0 < gamma <= 1 and 0 < tau <= 1, got gamma={self.gamma}, tau={self.tau}.")
         if not 1 <= self.num_elites <= self.ensemble_size:
             raise ValueError(f"need 1 <= num_elites <= ensemble_size, got num_elites={self.num_elites}, "
                              f"ensemble_size={self.ensemble_size}.")
