@@ -6,6 +6,7 @@ A random policy scores about -1200 on Pendulum-v1; the assertions ask for clearl
 import json
 
 import pytest
+import torch
 
 from rlcore.algos.caql import CAQLConfig, train
 
@@ -34,3 +35,20 @@ def test_caql_scip_learns_constrained_pendulum(tmp_path):
                         run_dir=str(tmp_path / "scip"))
     result = train(config)
     assert result.final_return > -1100, result.evaluations
+
+
+@pytest.mark.parametrize("solver", ["ga", "cem", "bnb"])
+def test_caql_trains_end_to_end_on_an_l2_ball(tmp_path, solver):
+    # Hopper with ||a||_2 <= 0.5: every action the agent applies and every max-Q answer stay in the ball.
+    config = CAQLConfig(env="Hopper-v5", action_bound=0.5, action_set="l2_ball", solver=solver, total_steps=400,
+                        learning_starts=200, eval_interval=400, eval_episodes=2, progress=False,
+                        run_dir=str(tmp_path / solver))
+    result = train(config)
+    agent = result.agent
+    assert agent.action_set.kind == "l2_ball" and agent.action_set.radius == 0.5
+    obs = torch.randn(64, 11)
+    for deterministic in (True, False):
+        assert agent.action_set.contains(agent.act(obs, deterministic=deterministic)).all()
+    answer = agent.solver.solve(agent.q_relu, obs, agent.action_set)
+    assert (answer.actions.norm(dim=1) <= 0.5 + 1e-5).all()
+    assert result.evaluations and result.evaluations[-1]["step"] == 400
