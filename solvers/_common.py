@@ -49,3 +49,11 @@ def best_per_sample(actions: torch.Tensor, values: torch.Tensor, batch: int) -> 
     best = values.argmax(dim=1)
     rows = torch.arange(batch, device=values.device)
     return actions.reshape(batch, values.shape[1], -1)[rows, best], values[rows, best]
+
+
+def resolve_gap(default: float, tolerance: float | None) -> float:
+    """The absolute gap of one ``solve`` call: ``tolerance`` when given (dynamic tolerance), else ``default``."""
+    gap = default if tolerance is None else float(tolerance)
+    if not gap >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}.")
+    return gap

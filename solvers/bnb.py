@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from solvers._common import prepare
+from solvers._common import prepare, resolve_gap
 from solvers.action_set import ActionSet
 from solvers.bounds import Domain, linear_layers, round_up
 from solvers.gradient_ascent import GradientAscentSolver
@@ -91,9 +91,7 @@ class BranchAndBoundSolver:
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
         start_time = time.perf_counter()
         x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
-        gap = self.gap if tolerance is None else float(tolerance)
-        if not gap >= 0:
-            raise ValueError(f"tolerance must be >= 0, got {tolerance}.")
+        gap = resolve_gap(self.gap, tolerance)
         dtype = _DTYPES[self.dtype]
         margin = self.margin if dtype == torch.float32 else 0.0
         net_d, x_d = net.to(net.device, dtype), x.to(dtype)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from solvers._common import prepare
+from solvers._common import prepare, resolve_gap
 from solvers.action_set import ActionSet
 from solvers.bounds import compute_bounds, round_up
 from solvers.gradient_ascent import GradientAscentSolver
@@ -108,9 +108,7 @@ class MIPSolver:
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
         start_time = time.perf_counter()
         x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
-        gap = self.gap if tolerance is None else float(tolerance)
-        if not gap >= 0:
-            raise ValueError(f"tolerance must be >= 0, got {tolerance}.")
+        gap = resolve_gap(self.gap, tolerance)
         net64, x64 = net.to(net.device, torch.float64), x.double()
         batch = x.shape[0]
 

@@ -45,6 +45,16 @@ from rlcore.training import TrainConfig, TrainResult, train_off_policy
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
+def temperature_step(log_alpha: torch.Tensor, optimizer: torch.optim.Optimizer, log_prob: torch.Tensor,
+                     target_entropy: float) -> None:
+    """One Adam step on SAC's temperature loss ``-mean(log_alpha * (log_prob + target_entropy))``
+    (``log_prob`` detached), which raises alpha while the policy's entropy is below the target."""
+    loss = -(log_alpha * (log_prob + target_entropy)).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 @dataclass
 class SACConfig(TrainConfig):
     """SAC settings (the shared loop's settings are in :class:`~rlcore.training.TrainConfig`)."""
@@ -204,10 +214,7 @@ class SACAgent:
 
         log_prob = log_prob.detach()
         if c.autotune_alpha:
-            alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).mean()
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
+            temperature_step(self.log_alpha, self.alpha_optimizer, log_prob, self.target_entropy)
 
         polyak_update(self.critic_target, self.critic, c.tau)
         self.updates += 1

@@ -99,7 +99,7 @@ from typing import Any, Literal
 import torch
 
 import solvers
-from rlcore.algos.sac import SACConfig, SquashedGaussianActor, TwinQ, polyak_update
+from rlcore.algos.sac import SACConfig, SquashedGaussianActor, TwinQ, polyak_update, temperature_step
 from rlcore.distributions import kl_divergence
 from rlcore.envs.base import BatchedEnv
 from rlcore.models import ModelEnv, ProbabilisticEnsemble, collect_rollouts, holdout_mask, rollout_horizon
@@ -391,10 +391,7 @@ class VMBPOAgent:
         self.q_policy_optimizer.step()
         log_prob = log_prob.detach()
         if c.autotune_alpha:
-            alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).mean()
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
+            temperature_step(self.log_alpha, self.alpha_optimizer, log_prob, self.target_entropy)
 
         # M-step: pi <- argmin KL(q || pi) at the batch's (model-rollout) states.
         with torch.no_grad():
