@@ -161,10 +161,13 @@ class GaussianActorCritic(nn.Module):
         return self.critic(norm_obs).squeeze(-1)
 
 
-class PPOAgent:
-    """The actor-critic, its optimiser and PPO's update; acts by sampling the Gaussian."""
+class GaussianPolicyAgent:
+    """What every on-policy agent over :class:`GaussianActorCritic` shares: the model, its optimiser, the
+    sampling generator, acting and the checkpoint state. Subclasses add ``explore`` and ``update``."""
 
-    def __init__(self, config: PPOConfig, obs_dim: int, action_set: ActionSet,
+    name = "on-policy"
+
+    def __init__(self, config: Any, obs_dim: int, action_set: ActionSet,
                  device: str | torch.device = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
@@ -184,6 +187,31 @@ class PPOAgent:
     def act(self, obs: torch.Tensor, step: int = 0, deterministic: bool = False) -> torch.Tensor:
         dist = self.model.dist(self.model.normalize(obs.to(self.device)))
         return dist.mode if deterministic else dist.sample(self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = [k for k in ("model", "optimizer", "generator", "updates") if k not in state]
+        if missing:
+            raise ValueError(f"{self.name} agent state is missing {', '.join(missing)}.")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.updates = state["updates"]
+
+    @classmethod
+    def for_env(cls, config: Any, env: BatchedEnv) -> GaussianPolicyAgent:
+        """The agent for ``env``'s observation size and action set, on ``config.device``."""
+        return cls(config, int(np.prod(env.observation_space.shape)), env.action_set, config.device)
+
+
+class PPOAgent(GaussianPolicyAgent):
+    """The actor-critic, its optimiser and PPO's update; acts by sampling the Gaussian."""
+
+    name = "PPO"
+    config: PPOConfig
 
     @torch.no_grad()
     def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -266,24 +294,8 @@ class PPOAgent:
         out["learning_rate"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
         return out
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = [k for k in ("model", "optimizer", "generator", "updates") if k not in state]
-        if missing:
-            raise ValueError(f"PPO agent state is missing {', '.join(missing)}.")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.updates = state["updates"]
-
-
 def make_agent(config: PPOConfig, env: BatchedEnv) -> PPOAgent:
-    obs_dim = int(np.prod(env.observation_space.shape))
-    return PPOAgent(config, obs_dim, env.action_set, config.device)
+    return PPOAgent.for_env(config, env)
 
 
 def train(config: PPOConfig | None = None) -> TrainResult:

@@ -24,18 +24,15 @@ is the stronger learner on MuJoCo.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from rlcore.algos.on_policy import OnPolicyConfig, Rollout, train_on_policy
-from rlcore.algos.ppo import GaussianActorCritic
+from rlcore.algos.ppo import GaussianPolicyAgent
 from rlcore.envs.base import BatchedEnv
 from rlcore.objectives import discounted_returns, normalize_advantages, reward_weighted_loss, rwr_weights, value_loss
 from rlcore.training import TrainResult
-from solvers import ActionSet
 
 
 @dataclass
@@ -85,25 +82,11 @@ class RWRConfig(OnPolicyConfig):
             raise ValueError(f"min_log_std ({self.min_log_std}) must not exceed init_log_std ({self.init_log_std}).")
 
 
-class RWRAgent:
+class RWRAgent(GaussianPolicyAgent):
     """The actor-critic, its optimiser and the RWR update; acts by sampling the Gaussian."""
 
-    def __init__(self, config: RWRConfig, obs_dim: int, action_set: ActionSet,
-                 device: str | torch.device = "cpu") -> None:
-        self.config = config
-        self.device = torch.device(device)
-        self.action_set = action_set.to(self.device)
-        self.model = GaussianActorCritic(obs_dim, self.action_set, config.hidden_sizes, config.init_log_std,
-                                         config.normalize_obs, config.squash).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, eps=1e-5)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
-        self.updates = 0
-
-    # ------------------------------------------------------------------ acting
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor, step: int = 0, deterministic: bool = False) -> torch.Tensor:
-        dist = self.model.dist(self.model.normalize(obs.to(self.device)))
-        return dist.mode if deterministic else dist.sample(self.generator)
+    name = "RWR"
+    config: RWRConfig
 
     @torch.no_grad()
     def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -162,24 +145,9 @@ class RWRAgent:
         out["std"] = self.model.actor_log_std.detach().exp().mean()
         return out
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = [k for k in ("model", "optimizer", "generator", "updates") if k not in state]
-        if missing:
-            raise ValueError(f"RWR agent state is missing {', '.join(missing)}.")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.updates = state["updates"]
-
 
 def make_agent(config: RWRConfig, env: BatchedEnv) -> RWRAgent:
-    obs_dim = int(np.prod(env.observation_space.shape))
-    return RWRAgent(config, obs_dim, env.action_set, config.device)
+    return RWRAgent.for_env(config, env)
 
 
 def train(config: RWRConfig | None = None) -> TrainResult:
