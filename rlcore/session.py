@@ -158,7 +158,8 @@ class RunSession:
         """The evaluation protocol: deterministic policy, ``eval_episodes`` environments, one episode each."""
         step = self.step
         returns = evaluate(lambda o: agent.act(o, step, deterministic=True), self.eval_env, seed=self.eval_seed)
-        record = {"step": step, "return_mean": float(returns.mean()), "return_std": float(returns.std(0)),
+        # Population std: defined for a single evaluation episode too.
+        record = {"step": step, "return_mean": float(returns.mean()), "return_std": float(returns.std(0, correction=0)),
                   "returns": returns.tolist(), "wall_seconds": time.perf_counter() - self.start_time}
         self.evaluations.append(record)
         self.logger.evaluation(record)
