@@ -58,6 +58,13 @@ the replay data alone).
 variant: "fully model-based"). One gradient step per update, so ``pi`` trails ``q`` and the KL term of
 3 acts as a trust region.
 
+**Known failure (measured, not fixed).** On Hopper-v5 and HalfCheetah-v5 the critic diverges within 25-30k
+steps (benchmarks/results/vmbpo_mujoco.md): at ``eta=1`` the LINEX backup adds about ``Var(delta)/(2 eta)``
+of optimism per step and it compounds over the horizon (final mean Q 56-10,600 against SAC's 10-144);
+at ``eta=100`` the ``-eta KL(q || pi)`` term of ``V'`` compounds downwards (mean Q -2,100 after 10k
+HalfCheetah steps). A temperature in units of the reward scale, or separate temperatures for the backup's
+optimism and the policy's KL, are the first things to try.
+
 **Acting.** Training episodes act with ``q`` (the E-step's trajectory distribution); evaluation uses the
 mode of the baseline ``pi`` (``evaluate_with`` switches to ``q``).
 
