@@ -134,7 +134,7 @@ class RWRAgent(GaussianPolicyAgent):
                 loss = pi_loss + c.vf_coef * v_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+                grad_norm = nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
                     self.model.actor_log_std.clamp_(min=c.min_log_std)
