@@ -3,7 +3,7 @@
 Every method trains on the same task with the same action constraint (CAQL through
 ``rlcore.envs.make(..., action_set=...)``, SB3 through :class:`rlcore.envs.wrappers.ActionSetWrapper`,
 both projecting with the same :class:`solvers.ActionSet`), the same step budget and seeds, and is
-evaluated by the same protocol: :func:`rlcore.evaluation.evaluate`, deterministic policy, separate
+evaluated by the same protocol: :func:`rlcore.loops.evaluation.evaluate`, deterministic policy, separate
 environments, ``--eval-episodes`` whole episodes, every ``total_steps / 5`` steps.
 
     python benchmarks/caql_mujoco.py --quick            # Pendulum and Hopper, small budget, 2 seeds
@@ -47,13 +47,14 @@ def run_one(spec: dict) -> dict:
     torch.set_num_threads(1)
     from rlcore import envs
     from rlcore.algos.caql import CAQLConfig, train
-    from rlcore.evaluation import evaluate
-    from rlcore.training import TrainConfig
+    from rlcore.loops import EnvConfig
+    from rlcore.loops.evaluation import evaluate
 
     env_id, bound, set_kind, method, seed, steps = (spec[k] for k in ("env", "bound", "set", "method", "seed",
                                                                       "steps"))
     eval_interval = max(steps // 5, 1)
-    action_set = TrainConfig(action_bound=bound, action_set=set_kind).make_action_set()
+    env_config = EnvConfig(env_id, action_bound=bound, action_set=set_kind)
+    action_set = env_config.make_action_set()
     eval_env = envs.make(env_id, num_envs=spec["eval_episodes"], action_set=action_set)
     eval_seed = 1_000_003 + seed
     start = time.perf_counter()
@@ -61,7 +62,7 @@ def run_one(spec: dict) -> dict:
     if method.startswith("caql-"):
         solver = method.removeprefix("caql-")
         exact = solver in ("bnb", "scip")
-        config = CAQLConfig(env=env_id, action_bound=bound, action_set=set_kind, solver=solver, total_steps=steps,
+        config = CAQLConfig(env=env_config, solver=solver, total_steps=steps,
                             eval_interval=eval_interval, eval_episodes=spec["eval_episodes"], seed=seed,
                             checkpoint_interval=steps, progress=False, run_dir=spec["run_dir"],
                             dual_filter=exact, cluster_radius=0.1 if exact else 0.0,
@@ -105,11 +106,11 @@ def random_return(env_id: str, bound: float, set_kind: str, episodes: int) -> fl
     import torch
 
     from rlcore import envs
-    from rlcore.evaluation import evaluate
-    from rlcore.training import TrainConfig
+    from rlcore.loops import EnvConfig
+    from rlcore.loops.evaluation import evaluate
 
-    env = envs.make(env_id, num_envs=episodes, action_set=TrainConfig(action_bound=bound,
-                                                                      action_set=set_kind).make_action_set())
+    env = envs.make(env_id, num_envs=episodes, action_set=EnvConfig(env_id, action_bound=bound,
+                                                                    action_set=set_kind).make_action_set())
     generator = torch.Generator().manual_seed(0)
     returns = evaluate(lambda obs: env.action_set.sample(obs.shape[0], generator), env, seed=1_000_003)
     return float(returns.mean())

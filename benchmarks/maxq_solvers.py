@@ -10,10 +10,19 @@ size). The baseline column is the plain big-M model on interval bounds with defa
 no hint; ``scip`` is the improved model (CROWN bounds, GA hint, the aggregation separator off, samples
 certified by CROWN skipped). Gap to best = min over solvers of the proven upper bound - the solver's value.
 
+A second part measures how well time limits are kept: on hard nets ((64, 64) and (256, 256), 6 action
+dims, 16 states, gap 0 so that only the limit stops a solve) it times whole ``solve`` calls with
+``time_limit`` 0.01, 0.1 and 1 s and reports the overrun, elapsed - limit (median and max over repeats
+and nets). The MIP solvers run on one worker (this process); ``time_limit`` is the budget of the whole
+batch for every solver.
+
     python benchmarks/maxq_solvers.py --quick          # about two minutes
     python benchmarks/maxq_solvers.py                  # the full grid, about 40 minutes on 2 cores
+    python benchmarks/maxq_solvers.py --time-limits    # only the overrun part, about 5 minutes
 
-Writes ``benchmarks/results/maxq_solvers.json`` and ``.md`` (``--out`` to change the folder).
+Writes ``benchmarks/results/maxq_solvers.json`` and ``.md`` (``--out`` to change the folder). The
+overrun part keeps the rows already in the json and measures only the missing ones (``--redo`` measures
+them all again); ``--time-limits`` leaves the grid's results as they are.
 """
 
 from __future__ import annotations
@@ -160,6 +169,83 @@ def run_cell(hidden, action_dim, kind, settings: Settings, deadline: float, log)
     return cell
 
 
+OVERRUN_NETS = [((64, 64), 6, "random"), ((64, 64), 6, "trained"), ((256, 256), 6, "random"),
+                ((256, 256), 6, "trained")]
+OVERRUN_LIMITS = (0.01, 0.1, 1.0)
+OVERRUN_SOLVERS = {
+    "bnb": ("bnb", {}),
+    "bnb-f32": ("bnb", {"dtype": "float32"}),
+    "scip": ("scip", {"workers": 1}),
+    "scip-obbt": ("scip", {"workers": 1, "bounds": "obbt"}),
+    "ortools-scip": ("ortools-scip", {"workers": 1}),
+    "ortools-highs": ("ortools-highs", {"workers": 1}),
+    "ortools-cbc": ("ortools-cbc", {"workers": 1}),
+}
+OVERRUN_STATES = 16
+OVERRUN_REPEATS = 3
+
+
+def overrun_key(row: dict) -> str:
+    return f"{row['solver']}|{tuple(row['hidden'])}|{row['action_dim']}|{row['weights']}|{row['limit']}"
+
+
+def measure_overruns(existing: list[dict], log, redo: bool = False, save=None) -> list[dict]:
+    """Time-limit overruns (elapsed - limit) of whole solve calls on hard nets; keeps ``existing`` rows.
+
+    ``save(rows)``, if given, is called after every new row (so an interrupted run keeps its work)."""
+    rows = {} if redo else {overrun_key(r): r for r in existing}
+    for hidden, action_dim, kind in OVERRUN_NETS:
+        seed = zlib.crc32(f"{hidden}-{action_dim}-{kind}".encode()) % 10_000  # the nets of the grid
+        net = None
+        states = torch.randn(OVERRUN_STATES, STATE_DIM, generator=torch.Generator().manual_seed(seed + 1))
+        aset = ActionSet.box(-1.0, 1.0, dim=action_dim)
+        for label, (name, options) in OVERRUN_SOLVERS.items():
+            for limit in OVERRUN_LIMITS:
+                row = {"solver": label, "hidden": list(hidden), "action_dim": action_dim, "weights": kind,
+                       "limit": limit}
+                if overrun_key(row) in rows:
+                    continue
+                if net is None:
+                    net = solvers.ReLUNet.from_torch(make_net(hidden, action_dim, kind, seed), fixed_dim=STATE_DIM)
+                solver = solvers.make(name, gap=0.0, time_limit=limit, **options)
+                solver.solve(net, states[:2], aset)  # warm-up (imports, allocator)
+                elapsed, status = [], []
+                for _ in range(OVERRUN_REPEATS):
+                    tic = time.perf_counter()
+                    result = solver.solve(net, states, aset)
+                    elapsed.append(time.perf_counter() - tic)
+                    status.append(_counts(result.status))
+                over = [e - limit for e in elapsed]
+                row |= {"states": OVERRUN_STATES, "elapsed": elapsed, "overrun_median": statistics.median(over),
+                        "overrun_max": max(over), "status": status}
+                rows[overrun_key(row)] = row
+                if save is not None:
+                    save(list(rows.values()))
+                log(f"  {label:14s} {tuple(hidden)} {kind:7s} limit {limit:5.2f} s: overrun median "
+                    f"{row['overrun_median']:+.3f} s, max {row['overrun_max']:+.3f} s  {status[-1]}")
+    order = {overrun_key(r): i for i, r in enumerate(_overrun_grid())}
+    return sorted(rows.values(), key=lambda r: order.get(overrun_key(r), len(order)))
+
+
+def _overrun_grid() -> list[dict]:
+    return [{"solver": label, "hidden": list(h), "action_dim": a, "weights": w, "limit": limit}
+            for label in OVERRUN_SOLVERS for limit in OVERRUN_LIMITS for h, a, w in OVERRUN_NETS]
+
+
+def overrun_summary(rows: list[dict]) -> list[dict]:
+    """Per solver and limit: median and max overrun over every net and repeat."""
+    out = []
+    for label in dict.fromkeys(r["solver"] for r in rows):
+        for limit in OVERRUN_LIMITS:
+            picked = [r for r in rows if r["solver"] == label and r["limit"] == limit]
+            if not picked:
+                continue
+            over = [e - limit for r in picked for e in r["elapsed"]]
+            out.append({"solver": label, "limit": limit, "calls": len(over), "overrun_median": statistics.median(over),
+                        "overrun_max": max(over)})
+    return out
+
+
 def _counts(status: torch.Tensor) -> dict[str, int]:
     return {s.name.lower(): int((status == s).sum()) for s in SolveStatus if int((status == s).sum())}
 
@@ -246,7 +332,29 @@ def markdown(report: dict) -> str:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         lines.append(f"- **{verdict}**: {t['target']}: {json.dumps(t['measured'])}"
                      + (f" ({t['note']})" if t.get("note") else ""))
+    if report.get("time_limit_overrun"):
+        lines += overrun_markdown(report["time_limit_overrun"])
     return "\n".join(lines) + "\n"
+
+
+def overrun_markdown(section: dict) -> list[str]:
+    rows = section["rows"]
+    lines = ["", "## Time limits", "",
+             f"{section.get('note', '')} Machine: {section.get('machine', 'not recorded')}.", "",
+             "Overrun = elapsed - time_limit of one `solve` call (seconds), median / max over "
+             f"{OVERRUN_REPEATS} calls on each net; `time_limit` is the budget of the whole batch for every solver.",
+             "", "| solver | time_limit s | calls | median overrun s | max overrun s |", "|---|---|---|---|---|"]
+    for r in overrun_summary(rows):
+        lines.append(f"| {r['solver']} | {r['limit']:g} | {r['calls']} | {r['overrun_median']:+.3f} | "
+                     f"{r['overrun_max']:+.3f} |")
+    lines += ["", "Per net:", "", "| solver | hidden | A | weights | time_limit s | median overrun s | "
+              "max overrun s | statuses (last call) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        counts = r["status"][-1]
+        lines.append(f"| {r['solver']} | {tuple(r['hidden'])} | {r['action_dim']} | {r['weights']} | {r['limit']:g} | "
+                     f"{r['overrun_median']:+.3f} | {r['overrun_max']:+.3f} | "
+                     f"{', '.join(f'{k} {v}' for k, v in counts.items())} |")
+    return lines
 
 
 def main() -> None:
@@ -255,11 +363,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--render", action="store_true", help="only rewrite the markdown from the json")
+    parser.add_argument("--time-limits", action="store_true",
+                        help="only the time-limit overrun part (rows already in the json are kept)")
+    parser.add_argument("--redo", action="store_true", help="measure every overrun row again")
     args = parser.parse_args()
+    path = args.out / "maxq_solvers.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
     if args.render:
-        report = json.loads((args.out / "maxq_solvers.json").read_text())
+        report = previous
         report["targets"] = targets(report["cells"])
-        (args.out / "maxq_solvers.json").write_text(json.dumps(report, indent=1))
+        path.write_text(json.dumps(report, indent=1))
         (args.out / "maxq_solvers.md").write_text(markdown(report))
         return
     torch.set_num_threads(args.threads)
@@ -269,6 +382,22 @@ def main() -> None:
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
+
+    if args.time_limits:
+        if "cells" not in previous:
+            raise SystemExit(f"--time-limits adds to an existing {path}; run the grid first.")
+        report = previous
+
+        def save(rows: list[dict]) -> None:
+            report["time_limit_overrun"] = {**report.get("time_limit_overrun", {}), "rows": rows}
+            path.write_text(json.dumps(report, indent=1))
+
+        report["time_limit_overrun"] = _overrun_section(previous, log, args.redo, save)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+        (args.out / "maxq_solvers.md").write_text(markdown(report))
+        log(f"wrote {path} and {args.out / 'maxq_solvers.md'}")
+        return
 
     cells = []
     for hidden in settings.hidden:
@@ -288,10 +417,22 @@ def main() -> None:
         "cells": cells,
     }
     report["targets"] = targets(cells)
+    if not args.quick:
+        report["time_limit_overrun"] = _overrun_section(previous, log, args.redo)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "maxq_solvers.json").write_text(json.dumps(report, indent=1))
+    path.write_text(json.dumps(report, indent=1))
     (args.out / "maxq_solvers.md").write_text(markdown(report))
     log(f"wrote {args.out / 'maxq_solvers.json'} and {args.out / 'maxq_solvers.md'}")
+
+
+def _overrun_section(previous: dict, log, redo: bool, save=None) -> dict:
+    log("time-limit overruns")
+    rows = measure_overruns(previous.get("time_limit_overrun", {}).get("rows", []), log, redo, save)
+    return {"machine": f"{platform.machine()} CPU with {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+                       f"thread(s); torch {torch.__version__}",
+            "note": f"Hard nets (the grid's (64, 64) and (256, 256) nets with 6 action dims), {OVERRUN_STATES} states "
+                    "per call, gap 0; MIP solvers on one worker (this process), after one warm-up call.",
+            "rows": rows, "summary": overrun_summary(rows)}
 
 
 if __name__ == "__main__":

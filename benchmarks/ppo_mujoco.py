@@ -9,7 +9,7 @@ log-std starting at 0, and observation normalisation with running statistics cli
 torch thread; runs go to ``--workers`` parallel processes, interleaved so that both libraries see the same
 machine load.
 
-Evaluation is one protocol for both: :func:`rlcore.evaluation.evaluate` with the deterministic policy on a
+Evaluation is one protocol for both: :func:`rlcore.loops.evaluation.evaluate` with the deterministic policy on a
 separate ``rlcore.envs.make(env, num_envs=eval_episodes)`` environment seeded ``seed + 1_000_003``, every
 ``--eval-interval`` steps (default: a tenth of the run; at the next rollout boundary, after the update) and
 at the end. SB3's
@@ -51,14 +51,14 @@ METHODS = ["rlcore", "sb3"]
 
 
 class EvaluationClock:
-    """Calls :func:`rlcore.evaluation.evaluate` and adds up the wall and CPU seconds spent in it."""
+    """Calls :func:`rlcore.loops.evaluation.evaluate` and adds up the wall and CPU seconds spent in it."""
 
     def __init__(self) -> None:
         self.wall = 0.0
         self.cpu = 0.0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from rlcore.evaluation import evaluate
+        from rlcore.loops.evaluation import evaluate
 
         wall, cpu = time.perf_counter(), time.process_time()
         try:
@@ -147,7 +147,7 @@ def run_one(spec: dict) -> dict:
     from stable_baselines3 import PPO  # noqa: F401
 
     import rlcore.algos.ppo
-    import rlcore.evaluation  # noqa: F401
+    import rlcore.loops.evaluation  # noqa: F401
 
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     clock = EvaluationClock()
@@ -201,7 +201,7 @@ def write_markdown(summary: dict, path: Path) -> None:
         f"Machine: {budget['machine']}. Budget: {budget['description']}; seeds {budget['seeds']}; "
         f"{budget['workers']} worker process(es), one torch thread each; suite wall clock "
         f"{budget['suite_wall_seconds'] / 60:.0f} min. Settings (both): {budget['settings']}. Evaluation (both): "
-        f"`rlcore.evaluation.evaluate`, deterministic policy, {budget['eval_episodes']} episodes on a separate "
+        f"`rlcore.loops.evaluation.evaluate`, deterministic policy, {budget['eval_episodes']} episodes on a separate "
         f"environment, every {interval} steps and at the end; the table shows the last one. "
         f"Versions: {budget['versions']}. Command: `{budget['command']}`.", "",
         "| env | method | final return, mean ± std over seeds [min, max] | wall s per run | train steps/s (wall) "

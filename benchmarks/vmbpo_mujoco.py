@@ -10,7 +10,7 @@ Every (env, method, seed) run is a separate process with one torch thread; finis
 ``benchmarks/results/vmbpo_mujoco_runs/`` and skipped when the script is run again (``--force`` reruns),
 so a benchmark can be extended seed by seed. All methods use the same budget, the same uniformly random
 warm-up steps, batch 256, (256, 256) networks, Adam 3e-4, one update per environment step (VMBPO: the
-same, plus its model), and the same evaluation protocol (``rlcore.evaluation.evaluate``: deterministic
+same, plus its model), and the same evaluation protocol (``rlcore.loops.evaluation.evaluate``: deterministic
 policy, ``--eval-episodes`` fresh episodes every ``--eval-interval`` steps, fixed evaluation seed).
 Wall-clock time includes evaluation for every method.
 
@@ -85,7 +85,7 @@ def _run_sb3(job: dict[str, Any]) -> list[dict[str, Any]]:
     from stable_baselines3.common.callbacks import BaseCallback
 
     from rlcore import envs
-    from rlcore.evaluation import evaluate
+    from rlcore.loops.evaluation import evaluate
 
     env = gym.make(job["env"])
     model = SAC("MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=job["warmup"],

@@ -2,7 +2,7 @@
 
     rlcore train [ALGO] [--field value ...]   train (ALGO defaults to caql; --help lists every field)
     rlcore train ALGO --resume RUN_DIR        continue a run from its last checkpoint
-    rlcore eval RUN_DIR [--episodes 10]       evaluate the saved agent of a run
+    rlcore eval RUN_DIR [--episodes 10]       evaluate the saved agent of a run (on its evaluation seeds)
     rlcore solvers                            list the registered max-Q solvers
 """
 
@@ -16,10 +16,10 @@ import torch
 import tyro
 
 from rlcore import algos
-from rlcore.checkpoint import load_checkpoint
-from rlcore.evaluation import evaluate
-from rlcore.runs import config_from_dict, load_config
-from rlcore.training import make_env
+from rlcore.loops.checkpoint import load_latest_checkpoint
+from rlcore.loops.evaluation import evaluate_episodes, summarize
+from rlcore.loops.run_dir import config_from_dict, load_config, load_run_record
+from rlcore.loops.session import EnvSource, make_env
 
 USAGE = __doc__ or ""
 
@@ -66,31 +66,53 @@ def eval_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rlcore eval", description="Evaluate the saved agent of a run directory.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--episodes", type=int, default=10, help="episodes (deterministic policy)")
-    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation environments")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the first evaluation episode (default: the run's own evaluation seed, so "
+                             "the run's last evaluation is reproduced)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
-    mean, std, returns = evaluate_run(args.run_dir, args.episodes, args.seed, args.device)
-    print(f"{args.run_dir}: return {mean:.1f} ± {std:.1f} over {args.episodes} episodes "
-          f"(min {min(returns):.1f}, max {max(returns):.1f})")
+    result = evaluate_run(args.run_dir, args.episodes, args.seed, args.device)
+    print(f"{args.run_dir}: return {result['return_mean']:.1f} ± {result['return_std']:.1f} (population std) over "
+          f"{args.episodes} episodes (min {min(result['returns']):.1f}, max {max(result['returns']):.1f}); "
+          f"episode seeds {result['seed']}..{result['seed'] + args.episodes - 1}, checkpoint step {result['step']}")
+    for name, value in result["metrics"].items():
+        print(f"  {name}: {value:.4g}")
     return 0
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int = 12345,
-                 device: str = "cpu") -> tuple[float, float, list[float]]:
-    """Mean, standard deviation and list of returns of a run's saved agent over ``episodes`` episodes."""
+def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int | None = None, device: str = "cpu",
+                 env: EnvSource | None = None) -> dict:
+    """Evaluate a run's saved agent (its newest checkpoint that loads) over ``episodes`` episodes.
+
+    ``seed`` defaults to the run's evaluation seed (``config.seed + 1_000_003``, what training evaluated on).
+    A run trained on an environment object needs ``env``: an environment or a factory ``seed -> BatchedEnv``.
+    Returns ``{"return_mean", "return_std" (population), "returns", "metrics", "seed", "step"}``.
+    """
     name, saved = load_config(run_dir)
+    record = load_run_record(run_dir)
     algorithm = algos.get(name)
     config = config_from_dict(algorithm.config_cls, {**saved, "device": device})
-    checkpoint = load_checkpoint(Path(run_dir) / "checkpoint.pt", map_location=device)
-    env = make_env(config, episodes)
-    agent = algorithm.make_agent(config, env)
+    seed = config.seed + 1_000_003 if seed is None else seed
+    checkpoint = load_latest_checkpoint(run_dir, map_location=device)
+    if env is None:
+        if not record.get("env_from_config", True):
+            raise ValueError(f"{run_dir} was trained on an environment object ({record.get('env_description')}); "
+                             "pass it to rlcore.cli.evaluate_run(run_dir, env=...) (an environment or a factory "
+                             "seed -> BatchedEnv).")
+        eval_env = make_env(config, episodes)
+    else:
+        eval_env = env if hasattr(env, "step") else env(seed)
+    agent = algorithm.make_agent(config, eval_env)
     agent.load_state_dict(checkpoint["agent"])
-    returns = evaluate(lambda obs: agent.act(obs, checkpoint["step"], deterministic=True), env, seed=seed)
-    env.close()
-    std = float(returns.std()) if episodes > 1 else 0.0
-    return float(returns.mean()), std, returns.tolist()
+    result = evaluate_episodes(lambda obs: agent.act(obs, checkpoint["step"], deterministic=True), eval_env,
+                               seed=seed, episodes=episodes)
+    eval_env.close()
+    mean, std = summarize(result.returns)
+    return {"return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
+            "metrics": {k: float(v.nanmean()) for k, v in result.metrics.items()}, "seed": seed,
+            "step": checkpoint["step"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,15 @@ upper bounds, per-sample status)::
     import solvers
     net = solvers.ReLUNet.from_torch(q_network, fixed_dim=state_dim)
     result = solvers.make("ga").solve(net, states, solvers.ActionSet.box(-1.0, 1.0, dim=3))
+    solvers.capabilities_of(solvers.make("bnb")).exact   # True: certified bounds
 """
 
 from solvers import bnb, cem, gradient_ascent, mip_solver  # noqa: F401  (registers "bnb", "cem", "ga", the MIPs)
 from solvers.action_set import ActionSet
+from solvers.capabilities import SolverCapabilities, capabilities_of
 from solvers.registry import MaxQSolver, available, make, register
 from solvers.relu_net import ReLUNet
 from solvers.result import MaxQResult, SolveStatus
 
-__all__ = ["ActionSet", "MaxQResult", "MaxQSolver", "ReLUNet", "SolveStatus", "available", "make", "register"]
+__all__ = ["ActionSet", "MaxQResult", "MaxQSolver", "ReLUNet", "SolveStatus", "SolverCapabilities", "available",
+           "capabilities_of", "make", "register"]

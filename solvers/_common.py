@@ -1,11 +1,15 @@
-"""Helpers shared by the approximate solvers."""
+"""Helpers shared by the solvers."""
 
 from __future__ import annotations
+
+import math
+import time
 
 import torch
 
 from solvers.action_set import ActionSet
 from solvers.relu_net import ReLUNet
+from solvers.result import MaxQResult
 
 
 class SeededSolver:
@@ -57,3 +61,27 @@ def resolve_gap(default: float, tolerance: float | None) -> float:
     if not gap >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}.")
     return gap
+
+
+def empty_result(x: torch.Tensor, action_dim: int, start_time: float) -> MaxQResult:
+    """The answer for an empty batch (``x`` of shape ``[0, F]``): tensors with no rows, in ``x``'s dtype."""
+    values = torch.empty(0, dtype=x.dtype, device=x.device)
+    return MaxQResult(torch.empty(0, action_dim, dtype=x.dtype, device=x.device), values, values.clone(),
+                      torch.empty(0, dtype=torch.int8, device=x.device), time.perf_counter() - start_time)
+
+
+class Deadline:
+    """A point on the ``time.perf_counter`` clock; ``Deadline(None)`` never expires."""
+
+    def __init__(self, at: float | None) -> None:
+        self.at = math.inf if at is None else float(at)
+
+    @classmethod
+    def after(cls, seconds: float, start: float | None = None) -> Deadline:
+        return cls((time.perf_counter() if start is None else start) + seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.perf_counter()
+
+    def expired(self) -> bool:
+        return time.perf_counter() >= self.at

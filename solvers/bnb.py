@@ -24,7 +24,11 @@ by input splitting, the design of the alpha,beta-CROWN verifiers (see ``maxq-sol
    of the ``refine_boxes`` most promising boxes.
 
 The time limit and node limits are for the whole batch; a sample not finished by then has status
-``TIME_LIMIT`` and its bound is still valid. The best-first order spreads the effort over all
+``TIME_LIMIT`` and its bound is still valid. The clock is checked inside an iteration too: the initial
+ascent stops at the limit, and the children of one iteration are bounded in chunks sized from the
+measured cost per box (about ``min(0.02 s, time_limit / 10)`` each), the boxes not yet split when the
+limit comes going back to the frontier with their parent's bound, so a call returns within a few
+milliseconds (one chunk) of its limit. The best-first order spreads the effort over all
 unfinished samples, so under a tight limit many samples end with similar gaps rather than a few
 finished and the rest untouched. float64 (the default) is the rigorous mode; float32 adds
 ``margin (1 + |u|)`` to every bound, a margin chosen by experiment, not derived.
@@ -34,12 +38,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from solvers._common import prepare, resolve_gap
+from solvers._common import Deadline, empty_result, prepare, resolve_gap
 from solvers.action_set import ActionSet
 from solvers.bounds import Domain, linear_layers, round_up
+from solvers.capabilities import EXACT, SolverCapabilities
 from solvers.gradient_ascent import GradientAscentSolver
 from solvers.registry import register
 from solvers.relu_net import ReLUNet
@@ -78,7 +84,9 @@ class BranchAndBoundSolver:
     refine_boxes: int = 256
     refine_steps: int = 10
     seed: int = 0
+    """Seed of the initial ascent's random starts (re-seeded on every call, so calls are reproducible)."""
     name: str = "bnb"
+    capabilities: ClassVar[SolverCapabilities] = EXACT
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -90,18 +98,21 @@ class BranchAndBoundSolver:
     def solve(self, net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
         start_time = time.perf_counter()
+        deadline = Deadline.after(self.time_limit, start_time)
         x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
         gap = resolve_gap(self.gap, tolerance)
+        if x.shape[0] == 0:
+            return empty_result(x, net.action_dim, start_time)
         dtype = _DTYPES[self.dtype]
         margin = self.margin if dtype == torch.float32 else 0.0
         net_d, x_d = net.to(net.device, dtype), x.to(dtype)
         weights, biases = net_d.fold_fixed_inputs(x_d)
         batch, device = x.shape[0], x.device
-        search = _Search(self, net_d, x_d, aset, weights, biases, gap, margin)
+        search = _Search(self, net_d, x_d, aset, weights, biases, gap, margin, deadline)
 
         ga = GradientAscentSolver(num_starts=self.ga_starts, iterations=self.ga_iterations, seed=self.seed)
-        first = ga.solve(net_d, x_d, aset, warm_start=None if warm is None else warm.to(dtype))
-        search.inc_a, search.inc_v = first.actions.to(dtype), first.values.to(dtype)
+        inc_a, inc_v = ga.ascend(net_d, x_d, aset, None if warm is None else warm.to(dtype), deadline=deadline)
+        search.inc_a, search.inc_v = inc_a.clone(), inc_v
         search.start(aset.low.to(device, dtype).expand(batch, -1), aset.high.to(device, dtype).expand(batch, -1),
                      torch.arange(batch, device=device))
 
@@ -112,12 +123,11 @@ class BranchAndBoundSolver:
             done = search.prune_and_check()
             if bool(done.all()):
                 break
-            if (iteration >= self.max_iterations or time.perf_counter() - start_time >= self.time_limit
-                    or search.size() > self.max_boxes):
+            if iteration >= self.max_iterations or deadline.expired() or search.size() > self.max_boxes:
                 break
             search.branch(per_iteration)
             iteration += 1
-            if self.refine_every and iteration % self.refine_every == 0:
+            if self.refine_every and iteration % self.refine_every == 0 and not deadline.expired():
                 search.refine(self.refine_boxes, self.refine_steps)
 
         certified = search.certified()
@@ -138,9 +148,15 @@ class _Search:
     """The frontier of sub-boxes of all samples, with incumbents and pruned bounds per sample."""
 
     def __init__(self, options: BranchAndBoundSolver, net: ReLUNet, x: torch.Tensor, aset: ActionSet,
-                 weights: list[torch.Tensor], biases: list[torch.Tensor], gap: float, margin: float) -> None:
+                 weights: list[torch.Tensor], biases: list[torch.Tensor], gap: float, margin: float,
+                 deadline: Deadline | None = None) -> None:
         self.options, self.net, self.x, self.aset = options, net, x, aset
         self.weights, self.biases, self.gap, self.margin = weights, biases, gap, margin
+        self.deadline = deadline or Deadline(None)
+        # Seconds per bounded box (measured), and the time one bounding chunk may take before the clock
+        # is looked at again.
+        self.seconds_per_box: float | None = None
+        self.chunk_seconds = min(0.02, max(0.002, 0.1 * options.time_limit))
         batch, dtype = x.shape[0], x.dtype
         self.base = Domain(aset.low.to(x.device, dtype)[None], aset.high.to(x.device, dtype)[None],
                            aset.kind, aset.center.to(x.device, dtype), aset.radius)
@@ -226,7 +242,8 @@ class _Search:
         return self.finished()
 
     def branch(self, count: int) -> None:
-        """Halve the ``count`` most promising boxes and bound their children."""
+        """Halve the ``count`` most promising boxes and bound their children, in chunks between which the
+        clock is checked; the boxes not yet split when time is up go back to the frontier unchanged."""
         if self.size() == 0:
             return
         priority = self.ub - self.inc_v[self.idx]
@@ -240,6 +257,31 @@ class _Search:
             keep = torch.zeros(self.size(), dtype=torch.bool, device=priority.device)
         low, high, idx, ub, coef = (t[chosen] for t in (self.low, self.high, self.idx, self.ub, self.coef))
         self._keep(keep)
+        parts = [(self.low, self.high, self.idx, self.ub, self.coef)]
+        done = 0
+        while done < count:
+            if done and self.deadline.expired():
+                parts.append((low[done:], high[done:], idx[done:], ub[done:], coef[done:]))
+                break
+            size = self._chunk_size(count - done)
+            tic = time.perf_counter()
+            parts.append(self._split(*(t[done:done + size] for t in (low, high, idx, ub, coef))))
+            elapsed = time.perf_counter() - tic
+            rate = elapsed / size
+            self.seconds_per_box = rate if self.seconds_per_box is None else 0.5 * (self.seconds_per_box + rate)
+            done += size
+        self.low, self.high, self.idx, self.ub, self.coef = (torch.cat(column) for column in zip(*parts, strict=True))
+
+    def _chunk_size(self, left: int) -> int:
+        """How many boxes to split before looking at the clock again."""
+        budget = min(self.chunk_seconds, max(self.deadline.remaining(), 0.0) + 1e-3)
+        if self.seconds_per_box is None:
+            return min(left, 64)
+        return max(8, min(left, int(budget / max(self.seconds_per_box, 1e-9))))
+
+    def _split(self, low: torch.Tensor, high: torch.Tensor, idx: torch.Tensor, ub: torch.Tensor,
+               coef: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The two halves of every box, bounded: ``(low, high, idx, ub, coef)`` of the children."""
         width = high - low
         magnitude = coef.abs()
         score = width * (magnitude + magnitude.mean(dim=1, keepdim=True))
@@ -250,10 +292,7 @@ class _Search:
         c_low, c_high = torch.cat([low, right_low]), torch.cat([left_high, high])
         c_idx, parent = idx.repeat(2), ub.repeat(2)
         c_ub, c_coef = self._bound(c_low, c_high, c_idx)
-        c_ub = torch.minimum(c_ub, parent)
-        self.low, self.high = torch.cat([self.low, c_low]), torch.cat([self.high, c_high])
-        self.idx, self.ub = torch.cat([self.idx, c_idx]), torch.cat([self.ub, c_ub])
-        self.coef = torch.cat([self.coef, c_coef])
+        return c_low, c_high, c_idx, torch.minimum(c_ub, parent), c_coef
 
     def refine(self, count: int, steps: int) -> None:
         """A few projected ascent steps from the vertices of the most promising boxes."""
@@ -264,5 +303,5 @@ class _Search:
         vertex = torch.where(self.coef[chosen] > 0, self.high[chosen], self.low[chosen])
         idx = self.idx[chosen]
         ga = GradientAscentSolver(num_starts=0, iterations=steps, step_size=0.05, seed=self.options.seed)
-        result = ga.solve(self.net, self.x[idx], self.aset, warm_start=self.aset.project(vertex))
-        self._offer(result.actions, idx)
+        actions, _ = ga.ascend(self.net, self.x[idx], self.aset, self.aset.project(vertex), deadline=self.deadline)
+        self._offer(actions, idx)

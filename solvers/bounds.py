@@ -28,6 +28,7 @@ can pass many sub-boxes at once), optionally intersected with an l2 or l1 ball. 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -348,13 +349,17 @@ def wong_kolter_bounds(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: Act
 
 
 def obbt_bounds(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
-                dtype: torch.dtype | None = torch.float64) -> LayerBounds:
-    """CROWN bounds tightened by LP (see :mod:`solvers.obbt`), then the output bound by CROWN."""
+                dtype: torch.dtype | None = torch.float64, time_limit: float | None = None) -> LayerBounds:
+    """CROWN bounds tightened by LP (see :mod:`solvers.obbt`), then the output bound by CROWN.
+
+    ``time_limit`` caps the seconds spent on LPs; neurons not reached keep their CROWN bounds.
+    """
     from solvers.obbt import tighten  # ortools is imported only when OBBT is asked for
 
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
     weights, biases, domain = _setup(net, fixed_inputs, action_set, dtype)
     start = linear_layers(weights, biases, domain, intermediate="backward")
-    tightened = tighten(weights, biases, domain, start)
+    tightened = tighten(weights, biases, domain, start, deadline)
     final = linear_layers(weights, biases, domain, intermediate="backward", given=tightened)
     # CROWN is not monotone in its intermediate bounds (the adaptive slopes change), so keep the better one.
     final.output_upper = torch.minimum(final.output_upper, start.output_upper)
@@ -366,8 +371,14 @@ METHODS = {"ibp": interval_bounds, "crown": crown_bounds, "wong-kolter": wong_ko
 
 
 def compute_bounds(method: str, net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
-                   dtype: torch.dtype | None = None) -> LayerBounds:
-    """Bounds by name: ``"ibp"``, ``"crown"``, ``"wong-kolter"`` or ``"obbt"``."""
+                   dtype: torch.dtype | None = None, time_limit: float | None = None) -> LayerBounds:
+    """Bounds by name: ``"ibp"``, ``"crown"``, ``"wong-kolter"`` or ``"obbt"``.
+
+    ``fixed_inputs`` may have no rows (``[0, F]``): every bound then has a leading dimension of 0.
+    ``time_limit`` caps OBBT's LP time (the other methods are one batched pass and ignore it).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method == "obbt":
+        return obbt_bounds(net, fixed_inputs, action_set, dtype=dtype, time_limit=time_limit)
     return METHODS[method](net, fixed_inputs, action_set, dtype=dtype)

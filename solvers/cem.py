@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from solvers._common import SeededSolver, best_per_sample, prepare
+from solvers._common import SeededSolver, best_per_sample, empty_result, prepare
 from solvers.action_set import ActionSet
+from solvers.capabilities import HEURISTIC, SolverCapabilities
 from solvers.registry import register
 from solvers.relu_net import ReLUNet
 from solvers.result import MaxQResult, SolveStatus
@@ -38,6 +40,7 @@ class CrossEntropySolver(SeededSolver):
     seed: int = 0
     """Seed of the generator that draws the candidates."""
     name: str = "cem"
+    capabilities: ClassVar[SolverCapabilities] = HEURISTIC
 
     def __post_init__(self) -> None:
         if not 0 < self.num_elites <= self.num_samples or self.iterations < 1:
@@ -48,6 +51,8 @@ class CrossEntropySolver(SeededSolver):
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
         start_time = time.perf_counter()
         x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
+        if x.shape[0] == 0:
+            return empty_result(x, net.action_dim, start_time)
         batch, dim, n = x.shape[0], net.action_dim, self.num_samples
         tol = self.tolerance if tolerance is None else tolerance
         generator = self.generator(x.device)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from solvers._common import SeededSolver, best_per_sample, prepare
+from solvers._common import Deadline, SeededSolver, best_per_sample, empty_result, prepare
 from solvers.action_set import ActionSet
+from solvers.capabilities import HEURISTIC, SolverCapabilities
 from solvers.registry import register
 from solvers.relu_net import ReLUNet
 from solvers.result import MaxQResult, SolveStatus
@@ -39,6 +41,7 @@ class GradientAscentSolver(SeededSolver):
     seed: int = 0
     """Seed of the generator that draws the random starts."""
     name: str = "ga"
+    capabilities: ClassVar[SolverCapabilities] = HEURISTIC
 
     def __post_init__(self) -> None:
         if self.num_starts < 0 or self.iterations < 0 or self.step_size <= 0:
@@ -49,6 +52,24 @@ class GradientAscentSolver(SeededSolver):
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
         start_time = time.perf_counter()
         x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
+        if x.shape[0] == 0:
+            return empty_result(x, net.action_dim, start_time)
+        final_actions, final_values = self.ascend(net, x, aset, warm, tolerance)
+        return MaxQResult(
+            actions=final_actions,
+            values=final_values,
+            upper_bounds=torch.full_like(final_values, float("inf")),
+            status=torch.full((x.shape[0],), int(SolveStatus.APPROXIMATE), dtype=torch.int8, device=x.device),
+            solve_seconds=time.perf_counter() - start_time,
+        )
+
+    def ascend(self, net: ReLUNet, x: torch.Tensor, aset: ActionSet, warm: torch.Tensor | None = None,
+               tolerance: float | None = None, deadline: Deadline | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best action and value per row of prepared inputs (see :func:`~solvers._common.prepare`).
+
+        ``deadline`` (for the exact solvers' incumbents) stops the ascent early, after at least the
+        evaluation of the starts, so the answer is always a feasible point of the set.
+        """
         batch, dim = x.shape[0], net.action_dim
         tol = self.tolerance if tolerance is None else tolerance
         starts = [aset.sample(batch * self.num_starts, self.generator(x.device)).to(x.dtype).reshape(batch, -1, dim)]
@@ -65,6 +86,8 @@ class GradientAscentSolver(SeededSolver):
         best_actions, best_values = actions, values
         step = self.step_size
         for _ in range(self.iterations):
+            if deadline is not None and deadline.expired():
+                break
             with torch.enable_grad():
                 probe = actions.detach().requires_grad_(True)
                 (grad,) = torch.autograd.grad(net(inputs, probe).sum(), probe)
@@ -84,10 +107,4 @@ class GradientAscentSolver(SeededSolver):
                 break
 
         final_actions, final_values = best_per_sample(best_actions, best_values, batch)
-        return MaxQResult(
-            actions=final_actions.detach(),
-            values=final_values.detach(),
-            upper_bounds=torch.full_like(final_values, float("inf")),
-            status=torch.full((batch,), int(SolveStatus.APPROXIMATE), dtype=torch.int8, device=x.device),
-            solve_seconds=time.perf_counter() - start_time,
-        )
+        return final_actions.detach(), final_values.detach()

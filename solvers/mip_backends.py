@@ -12,13 +12,20 @@ is (with the solver's own message; OR-Tools hides it behind ``'StatusNotOk' obje
 * ``"ortools-cbc"``: ``pywraplp`` with CBC (MathOpt has no CBC); l2 ball by cuts; relative gap only.
 
 Each call runs in whatever process calls it: :mod:`solvers.parallel` maps it over worker processes.
+
+Time: a job may carry a :class:`JobBudget`, a share of its batch's wall-clock budget. The job then
+takes ``remaining / rounds_left`` seconds (its fair share of what is left when it starts, so time that
+earlier states did not use rolls over), counts its model building against them, and gives the solver
+only what is left after building. A job that starts after the batch's deadline, or has no time left
+once its model is built, returns at once with no action and no bound (the caller keeps its incumbent
+and its bound propagation bound).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -46,10 +53,44 @@ class BackendOptions:
     verbose: bool = False
 
 
-def solve_problem(job: tuple[MIPProblem, BackendOptions]) -> MIPOutcome:
-    """Solve one problem (a module-level function so that process pools can pickle it)."""
-    problem, options = job
+@dataclass(frozen=True)
+class JobBudget:
+    """One job's share of a batch's time budget."""
+
+    deadline: float
+    """The batch's deadline on the ``time.time()`` clock (shared by the worker processes)."""
+    rounds_left: int = 1
+    """Jobs still to run on this job's worker, this one included: it takes ``remaining / rounds_left``."""
+
+    def seconds(self) -> float:
+        """This job's time limit, from now (``<= 0``: the batch's time is spent)."""
+        remaining = self.deadline - time.time()
+        return remaining / max(self.rounds_left, 1) if remaining > 0 else remaining
+
+
+NOT_STARTED = "not started: the batch's time limit was spent"
+
+
+def not_started(job: tuple) -> MIPOutcome:
+    """The outcome of a job that got no time (also what a pool's caller uses for a job it gave up on)."""
+    return MIPOutcome(None, -math.inf, math.inf, True, 0.0, NOT_STARTED)
+
+
+def solve_problem(job: tuple[MIPProblem, BackendOptions] | tuple[MIPProblem, BackendOptions, JobBudget | None]
+                  ) -> MIPOutcome:
+    """Solve one problem (a module-level function so that process pools can pickle it).
+
+    ``job`` is ``(problem, options)``, with ``options.time_limit`` seconds for this problem, or
+    ``(problem, options, budget)``, with the time limit taken from the :class:`JobBudget`.
+    """
+    problem, options, *rest = job
     start = time.perf_counter()
+    budget = rest[0] if rest else None
+    if budget is not None:
+        seconds = budget.seconds()
+        if seconds <= 0:
+            return not_started(job)
+        options = replace(options, time_limit=min(seconds, options.time_limit))
     if options.backend == "scip":
         outcome = _solve_scip(problem, options)
     elif options.backend in ("ortools-scip", "ortools-highs"):
@@ -95,6 +136,7 @@ class _ScipWriter:
 def _solve_scip(problem: MIPProblem, options: BackendOptions) -> MIPOutcome:
     from pyscipopt import SCIP_PARAMSETTING, Model
 
+    start = time.perf_counter()
     model = Model()
     if not options.verbose:
         model.hideOutput()
@@ -102,7 +144,6 @@ def _solve_scip(problem: MIPProblem, options: BackendOptions) -> MIPOutcome:
     if (constant := _constant(problem, encoding.objective)) is not None:
         return constant
     model.setObjective(encoding.objective, "maximize")
-    model.setParam("limits/time", max(float(options.time_limit), 1e-3))
     model.setParam("limits/absgap", float(options.gap))
     model.setParam("limits/gap", float(options.relative_gap))
     model.setParam("randomization/randomseedshift", int(options.seed))
@@ -120,6 +161,10 @@ def _solve_scip(problem: MIPProblem, options: BackendOptions) -> MIPOutcome:
                                    strict=True):
             model.setSolVal(solution, variable, value)
         model.addSol(solution)
+    remaining = options.time_limit - (time.perf_counter() - start)  # building the model counts
+    if remaining <= 1e-3:
+        return MIPOutcome(None, -math.inf, math.inf, True, 0.0, "no time left after building the model")
+    model.setParam("limits/time", min(remaining, float(options.params.get("limits/time", math.inf))))
     model.optimize()
     status = model.getStatus()
     if status in ("infeasible", "unbounded", "inforunbd"):
@@ -202,8 +247,10 @@ def _cut_loop(problem: MIPProblem, options: BackendOptions, build: Any) -> MIPOu
             _add_cut(session, g, float(problem.radius + g @ problem.center))
     bound, best_action, best_value, message = math.inf, None, -math.inf, ""
     for _ in range(max(options.max_cut_rounds, 1) if cuts else 1):
-        remaining = options.time_limit - (time.perf_counter() - start)
-        outcome = session.solve(max(remaining, 1e-3))
+        remaining = options.time_limit - (time.perf_counter() - start)  # building the model counts
+        if remaining <= 1e-3:
+            return MIPOutcome(best_action, best_value, bound, True, 0.0, message or "no time left")
+        outcome = session.solve(remaining)
         bound, message = min(bound, outcome.bound), outcome.message
         if outcome.action is None:
             return MIPOutcome(best_action, best_value, bound, True, 0.0, message)
@@ -312,7 +359,12 @@ def _solve_cbc(problem: MIPProblem, options: BackendOptions) -> _Session | MIPOu
         params = pywraplp.MPSolverParameters()
         params.SetDoubleParam(params.RELATIVE_MIP_GAP, max(options.relative_gap, options.gap / scale / 2))
         solver.SetTimeLimit(max(int(time_limit * 1000), 1))
+        tic = time.perf_counter()
         status = solver.Solve(params)
+        if status == pywraplp.Solver.INFEASIBLE and time.perf_counter() - tic >= 0.9 * time_limit:
+            # CBC may say INFEASIBLE when its time limit stops it early (measured: 12-20 ms limits on
+            # (64, 64) nets). The model is feasible by construction (the hint is a solution): a limit.
+            return MIPOutcome(None, -math.inf, math.inf, True, 0.0, "NOT_SOLVED (CBC: infeasible at its time limit)")
         if status in (pywraplp.Solver.INFEASIBLE, pywraplp.Solver.UNBOUNDED, pywraplp.Solver.ABNORMAL,
                       pywraplp.Solver.MODEL_INVALID):
             raise RuntimeError(f"OR-Tools CBC stopped with status {status} (infeasible, unbounded or abnormal).")

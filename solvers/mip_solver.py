@@ -13,8 +13,16 @@ For a batch of fixed inputs ``x_b`` the solver
    and the certified bound of step 2.
 
 Status: ``OPTIMAL`` when the final gap is below ``1e-6 max(1, |value|)``, ``GAP_LIMIT`` when it is
-within the requested absolute gap (or relative gap), ``TIME_LIMIT`` otherwise (the time limit is per
-sample; the action is then the best incumbent and the bound still valid).
+within the requested absolute gap (or relative gap), ``TIME_LIMIT`` otherwise (the action is then the
+best incumbent and the bound still valid).
+
+``time_limit`` is the wall-clock budget of the whole ``solve`` call, as for ``bnb``: steps 1-2 stop early
+when it runs out (the ascent after evaluating its starts, OBBT after the current LP), and in step 4
+each state, when it starts, takes its fair share of what is left (``remaining / states still to start
+on its worker``; time a state does not use rolls over to the next), its model building included. With
+a process pool the budget is the batch's wall clock too: workers read a shared deadline, and states
+that no worker reached in time are not waited for. A state whose MIP got no time keeps the incumbent
+of step 1 and the bound of step 2, with status ``TIME_LIMIT``.
 
 The baseline of the benchmark, a plain big-M model on interval bounds with default SCIP settings, is
 ``make("scip", bounds="ibp", separating="default", incumbent=None, skip_certified=False)``.
@@ -25,20 +33,32 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from solvers._common import prepare, resolve_gap
+from solvers import parallel
+from solvers._common import Deadline, empty_result, prepare, resolve_gap
 from solvers.action_set import ActionSet
 from solvers.bounds import compute_bounds, round_up
+from solvers.capabilities import EXACT, SolverCapabilities
 from solvers.gradient_ascent import GradientAscentSolver
-from solvers.mip_backends import BACKENDS, SEPARATING, BackendOptions, solve_problem
+from solvers.mip_backends import (
+    BACKENDS,
+    SEPARATING,
+    BackendOptions,
+    JobBudget,
+    not_started,
+    solve_problem,
+)
 from solvers.mip_model import MIPOutcome, MIPProblem
-from solvers.parallel import check_executor, map_jobs
+from solvers.parallel import check_executor
 from solvers.registry import register
 from solvers.relu_net import ReLUNet
 from solvers.result import MaxQResult, SolveStatus
+
+_POOL_GRACE_S = 0.2
+"""How long past the deadline a pool's results are waited for (workers stop by the deadline themselves)."""
 
 
 @dataclass
@@ -52,7 +72,8 @@ class MIPSolver:
     relative_gap: float = 0.0
     """Relative gap (``|bound - value| / |value|``); 0 leaves only the absolute gap."""
     time_limit: float = 10.0
-    """Seconds per sample; when reached, the best incumbent and the proven bound are returned."""
+    """Wall-clock seconds for a whole ``solve`` call (the batch), shared fairly by its states; when reached,
+    the best incumbent and the proven bound of every state are returned."""
     bounds: str = "crown"
     """Neuron bounds for the model: ``"ibp"``, ``"crown"`` or ``"obbt"`` (CROWN tightened by LP)."""
     formulation: str = "bigm"
@@ -78,8 +99,10 @@ class MIPSolver:
     max_cut_rounds: int = 30
     """Outer-approximation rounds for an l2 ball on MILP-only backends."""
     seed: int = 0
+    """Seed of the incumbent's ascent (re-seeded on every call) and of the MIP solver."""
     verbose: bool = False
     name: str = ""
+    capabilities: ClassVar[SolverCapabilities] = EXACT
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -107,8 +130,11 @@ class MIPSolver:
     def solve(self, net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
         start_time = time.perf_counter()
+        deadline = Deadline.after(self.time_limit, start_time)
         x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
         gap = resolve_gap(self.gap, tolerance)
+        if x.shape[0] == 0:
+            return empty_result(x, net.action_dim, start_time)
         net64, x64 = net.to(net.device, torch.float64), x.double()
         batch = x.shape[0]
 
@@ -116,21 +142,27 @@ class MIPSolver:
         inc_action = warm.double() if warm is not None else None
         if self.incumbent == "ga":
             ga = GradientAscentSolver(num_starts=self.ga_starts, iterations=self.ga_iterations, seed=self.seed)
-            inc_action = ga.solve(net64, x64, aset, warm_start=inc_action).actions
+            inc_action, _ = ga.ascend(net64, x64, aset, inc_action, deadline=deadline)
         inc_value = net64(x64, inc_action) if inc_action is not None else None
 
         # 2. bounds; 3. certified without a MIP
-        layer_bounds = compute_bounds(self.bounds, net64, x64, aset, dtype=torch.float64)
+        layer_bounds = compute_bounds(self.bounds, net64, x64, aset, dtype=torch.float64,
+                                      time_limit=max(deadline.remaining(), 0.0))
         certified = layer_bounds.output_upper.clone()
         todo = list(range(batch))
         if self.skip_certified and inc_value is not None:
             todo = [b for b in todo if not certified[b] - inc_value[b] <= self._allowed(gap, inc_value[b])]
 
-        # 4. one MIP per remaining sample
+        # 4. one MIP per remaining sample, each with its share of the time left
         problems = self._problems(net64, x64, aset, layer_bounds, inc_action, todo)
         options = self.options(gap)
-        outcomes = map_jobs(solve_problem, [(p, options) for p in problems], self.workers, self.executor,
-                            self.start_method)
+        schedule = parallel.plan(len(problems), self.workers, self.executor, self.start_method)
+        wall_deadline = time.time() + deadline.remaining()
+        rounds = math.ceil(len(problems) / schedule.concurrency)
+        jobs = [(p, options, JobBudget(wall_deadline, rounds - i // schedule.concurrency))
+                for i, p in enumerate(problems)]
+        outcomes = parallel.run(schedule, solve_problem, jobs, timeout=deadline.remaining() + _POOL_GRACE_S,
+                                on_timeout=not_started)
 
         # 5. assemble
         if inc_action is None:
@@ -138,10 +170,13 @@ class MIPSolver:
             inc_value = net64(x64, inc_action)
         actions, values, upper = inc_action.clone(), inc_value.clone(), certified
         limited = torch.zeros(batch, dtype=torch.bool)
+        unreached = torch.zeros(batch, dtype=torch.bool)
         for b, outcome in zip(todo, outcomes, strict=True):
             self._merge(b, outcome, net64, x64, aset, actions, values, upper, limited)
+            unreached[b] = outcome.action is None and outcome.limit_reached
         upper = torch.maximum(upper, values)
         status = self._status(values, upper, limited, gap)
+        status[unreached] = SolveStatus.TIME_LIMIT  # no MIP answer in time: whatever the bound, a limit stopped it
         return MaxQResult(actions.to(x.dtype), values.to(x.dtype), round_up(upper, x.dtype), status.to(x.device),
                           time.perf_counter() - start_time)
 

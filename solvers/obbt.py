@@ -16,6 +16,8 @@ value is widened by ``1e-7 (1 + |v|)`` against solver tolerances; a non-optimal 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -25,8 +27,12 @@ _SLACK = 1e-7
 
 
 def tighten(weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Domain,
-            start: LayerBounds) -> LayerBounds:
-    """Tighten ``start``'s intermediate bounds by LP, one sample at a time; returns new bounds."""
+            start: LayerBounds, deadline: float | None = None) -> LayerBounds:
+    """Tighten ``start``'s intermediate bounds by LP, one sample at a time; returns new bounds.
+
+    At ``deadline`` (a ``time.perf_counter()`` reading) it stops: neurons not tightened by then keep
+    their starting bounds, which are still valid.
+    """
     from ortools.linear_solver import pywraplp
 
     n = domain.low.shape[0]
@@ -37,6 +43,8 @@ def tighten(weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Dom
     low, high = domain.low.cpu().double().numpy(), domain.high.cpu().double().numpy()
     center = None if domain.center is None else domain.center.cpu().double().numpy()
     for sample in range(n):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
         solver = pywraplp.Solver.CreateSolver("GLOP")
         if solver is None:
             raise RuntimeError("OR-Tools could not create the GLOP LP solver needed for OBBT.")
@@ -52,7 +60,7 @@ def tighten(weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Dom
         for k in range(len(ws) - 1):
             bias = bs[k][sample] if bs[k].ndim == 2 else bs[k]
             if k >= 1:
-                _tighten_layer(solver, prev, ws[k], bias, lower[k][sample], upper[k][sample])
+                _tighten_layer(solver, prev, ws[k], bias, lower[k][sample], upper[k][sample], deadline)
             prev = _add_relu_layer(solver, prev, ws[k], bias, lower[k][sample], upper[k][sample], k)
     as_tensor = [torch.as_tensor(x, dtype=start.lower[0].dtype, device=start.lower[0].device) for x in lower]
     as_tensor_up = [torch.as_tensor(x, dtype=start.lower[0].dtype, device=start.lower[0].device) for x in upper]
@@ -65,13 +73,15 @@ def _affine(solver, prev: list, row: np.ndarray, bias: float):
 
 
 def _tighten_layer(solver, prev: list, weight: np.ndarray, bias: np.ndarray, lower: np.ndarray,
-                   upper: np.ndarray) -> None:
+                   upper: np.ndarray, deadline: float | None = None) -> None:
     from ortools.linear_solver import pywraplp
 
     objective = solver.Objective()
     for j in range(weight.shape[0]):
         if not lower[j] < 0 < upper[j]:
             continue
+        if deadline is not None and time.perf_counter() >= deadline:
+            return
         for sense in (1, -1):
             objective.Clear()
             for w, v in zip(weight[j], prev, strict=True):

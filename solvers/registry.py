@@ -3,6 +3,24 @@
 A solver is any object with ``solve(net, fixed_inputs, action_set, warm_start=None, tolerance=None)
 -> MaxQResult``. Register a factory with :func:`register` to make it available by name everywhere
 (the CAQL config, the CLI, the benchmarks).
+
+A solver declares what it can do in a ``capabilities`` class attribute, a
+:class:`~solvers.capabilities.SolverCapabilities` (``exact``, ``gap``, ``time_limit``, ``warm_start``,
+``rng_state``). Callers read it through :func:`~solvers.capabilities.capabilities_of`, which gives a
+solver that declares nothing the conservative answer (every field ``False``), never a guess from its
+attribute names:
+
+========== ======= ===== ========== ========== =========
+solver     exact   gap   time_limit warm_start rng_state
+========== ======= ===== ========== ========== =========
+ga, cem    no      no    no         yes        yes
+bnb        yes     yes   yes        yes        no
+scip, ...  yes     yes   yes        yes        no
+========== ======= ===== ========== ========== =========
+
+``bnb`` and the MIP solvers run their inner gradient ascent from a generator seeded afresh on every call,
+so their calls are reproducible without saving any state. Every built-in solver accepts an empty batch
+(``fixed_inputs`` of shape ``[0, F]``) and returns an empty :class:`MaxQResult`.
 """
 
 from __future__ import annotations
@@ -13,6 +31,7 @@ from typing import Protocol
 import torch
 
 from solvers.action_set import ActionSet
+from solvers.capabilities import SolverCapabilities
 from solvers.relu_net import ReLUNet
 from solvers.result import MaxQResult
 
@@ -21,6 +40,9 @@ class MaxQSolver(Protocol):
     """What a registered solver provides."""
 
     name: str
+    capabilities: SolverCapabilities
+    """What the solver can do (see the module docstring). Optional for your own solvers: read it through
+    :func:`solvers.capabilities_of`, which treats a solver without it as having no capabilities."""
 
     def solve(
         self,
@@ -33,7 +55,8 @@ class MaxQSolver(Protocol):
         """Maximise ``net`` over ``action_set`` for each row of ``fixed_inputs[B, F]``.
 
         ``warm_start[B, A]`` is an optional initial guess (for example an actor's action);
-        ``tolerance`` overrides the solver's stopping tolerance or gap for this call.
+        ``tolerance`` overrides the solver's stopping tolerance (heuristics) or absolute gap (solvers with
+        ``capabilities.gap``) for this call. ``B`` may be 0.
         """
         ...
 

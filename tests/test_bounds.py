@@ -132,3 +132,23 @@ def test_exact_support_over_box_and_ball(kind):
     torch.testing.assert_close(inner.support_exact(c), Domain(inner.low, inner.high).support(c))
     dual = c.norm(dim=1) if kind == "l2_ball" else c.abs().amax(dim=1)
     torch.testing.assert_close(outer.support_exact(c), dual, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_empty_batch_gives_empty_bounds(method):
+    net, aset = _net((10, 6)), SETS["l1_ball"]
+    bounds = compute_bounds(method, net, torch.zeros(0, 4, dtype=torch.float64), aset, dtype=torch.float64)
+    assert bounds.output_upper.shape == (0,) and bounds.output_lower.shape == (0,)
+    assert [tuple(lo.shape) for lo in bounds.lower] == [(0, 10), (0, 6)] == [tuple(up.shape) for up in bounds.upper]
+    assert bounds.output_upper.dtype == torch.float64 and bounds.unstable() == 0
+
+
+def test_obbt_time_limit_keeps_valid_bounds():
+    net, aset = _net((12, 8, 6), seed=3), SETS["box"]
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    crown = compute_bounds("crown", net, x, aset, dtype=torch.float64)
+    rushed = compute_bounds("obbt", net, x, aset, dtype=torch.float64, time_limit=0.0)
+    for k in range(3):  # no LP ran: the CROWN bounds, which are valid
+        torch.testing.assert_close(rushed.lower[k], crown.lower[k])
+        torch.testing.assert_close(rushed.upper[k], crown.upper[k])
+    assert (rushed.output_upper <= crown.output_upper + 1e-12).all()

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from rlcore.algos.caql import CAQLConfig, train
+from rlcore.loops import EnvConfig
 
-ACCELERATED = dict(env="Pendulum-v1", action_bound=1.0, dual_filter=True, cluster_radius=0.1, eval_episodes=5,
-                   progress=False)
+ACCELERATED = dict(env=EnvConfig("Pendulum-v1", action_bound=1.0), dual_filter=True, cluster_radius=0.1,
+                   eval_episodes=5, progress=False)
 
 
 def test_caql_bnb_learns_constrained_pendulum(tmp_path):
@@ -40,8 +41,8 @@ def test_caql_scip_learns_constrained_pendulum(tmp_path):
 @pytest.mark.parametrize("solver", ["ga", "cem", "bnb"])
 def test_caql_trains_end_to_end_on_an_l2_ball(tmp_path, solver):
     # Hopper with ||a||_2 <= 0.5: every action the agent applies and every max-Q answer stay in the ball.
-    config = CAQLConfig(env="Hopper-v5", action_bound=0.5, action_set="l2_ball", solver=solver, total_steps=400,
-                        learning_starts=200, eval_interval=400, eval_episodes=2, progress=False,
+    config = CAQLConfig(env=EnvConfig("Hopper-v5", action_bound=0.5, action_set="l2_ball"), solver=solver,
+                        total_steps=400, learning_starts=200, eval_interval=400, eval_episodes=2, progress=False,
                         run_dir=str(tmp_path / solver))
     result = train(config)
     agent = result.agent

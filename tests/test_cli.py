@@ -23,7 +23,7 @@ def test_train_eval_and_resume_from_the_command_line(tmp_path):
     (run_dir,) = (tmp_path / "logs").iterdir()
     assert run_dir.name.startswith("caql-Pendulum-v1-s2-")
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["algo"] == "caql" and config["config"]["action_bound"] == 1.0
+    assert config["algo"] == "caql" and config["config"]["env"]["action_bound"] == 1.0
     assert len((run_dir / "evaluations.jsonl").read_text().splitlines()) == 2
 
     events = EventAccumulator(str(run_dir))

@@ -1,4 +1,4 @@
-"""Contracts of rlcore.distributions: densities against torch.distributions, KL against Monte Carlo, masking."""
+"""Contracts of rlcore.networks.distributions: densities against torch.distributions, KL by Monte Carlo, masking."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
-from rlcore.distributions import DiagGaussian, MaskedCategorical, kl_divergence
+from rlcore.networks.distributions import DiagGaussian, MaskedCategorical, kl_divergence
 
 D64 = torch.float64
 

@@ -89,7 +89,7 @@ def test_box_is_intersected_with_native_box():
 @pytest.mark.parametrize(
     ("actions", "message"),
     [
-        (torch.zeros(2, 2), r"shape \[num_envs, action_dim\] = \[2, 3\]"),
+        (torch.zeros(2, 2), r"shape \[num_envs, \*action_shape\] = \[2, 3\]"),
         (torch.zeros(3, 3), r"\[2, 3\], got \[3, 3\]"),
         (torch.tensor([[0.0, float("nan"), 0.0], [0.0, 0.0, 0.0]]), r"NaN or infinite values \(rows \[0\]\)"),
         (torch.zeros(2, 3, dtype=torch.long), "floating-point"),

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from rlcore.distributions import DiagGaussian
+from rlcore.networks.distributions import DiagGaussian
 from rlcore.objectives import diag_gaussian_kl, reinforce_loss, rwr_loss
 
 BETA = 1.0

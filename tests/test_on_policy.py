@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rlcore.algos import ppo, rwr
-from rlcore.algos.on_policy import ObsNormalizer, Rollout
+from rlcore.loops import Rollout
+from rlcore.networks import ObsNormalizer
 from rlcore.objectives import discounted_returns, gae
 from solvers import ActionSet
 

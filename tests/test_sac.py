@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from rlcore import algos
-from rlcore.algos.sac import SACAgent, SACConfig, soft_q_targets, train
-from rlcore.checkpoint import load_checkpoint
+from rlcore.algos.sac import SACAgent, SACConfig, train
+from rlcore.loops.checkpoint import load_checkpoint
+from rlcore.objectives import soft_q_targets
 from solvers import ActionSet
 
 
@@ -33,7 +34,7 @@ def test_actions_are_always_inside_the_action_set(action_set):
 
 def test_update_returns_detached_tensor_metrics_and_moves_the_targets():
     agent = SACAgent(SACConfig(hidden_sizes=(16, 16), batch_size=8), obs_dim=3, action_set=ActionSet.box(-1.0, 1.0, 2))
-    from rlcore.replay import TransitionBatch
+    from rlcore.loops.replay import TransitionBatch
 
     batch = TransitionBatch(torch.randn(8, 3), torch.rand(8, 2) * 2 - 1, torch.randn(8), torch.randn(8, 3),
                             torch.zeros(8))

@@ -235,8 +235,10 @@ def test_caql_learns_pendulum_on_the_torch_backend(tmp_path):
     # Same settings as tests/test_caql.py::test_caql_ga_learns_pendulum on the gymnasium backend, which
     # passes -700 (measured: about -200 at 6k steps). A random policy scores about -1200.
     from rlcore.algos.caql import CAQLConfig, train
+    from rlcore.loops import EnvConfig
 
-    result = train(CAQLConfig(total_steps=6000, eval_interval=3000, eval_episodes=5, seed=3, backend="torch",
+    result = train(CAQLConfig(env=EnvConfig(backend="torch"), total_steps=6000, eval_interval=3000, eval_episodes=5,
+                              seed=3,
                               run_dir=str(tmp_path / "learn"), progress=False))
     assert result.final_return > -700, result.evaluations
     assert not math.isnan(result.final_return)
@@ -246,8 +248,9 @@ def test_training_on_the_torch_backend_resumes_bit_for_bit(tmp_path):
     # The shared loop checkpoints env.state_dict() (state, step counters, generator); resuming half way
     # must end where the uninterrupted run ends.
     from rlcore.algos.caql import CAQLConfig, train
+    from rlcore.loops import EnvConfig
 
-    small = dict(env="Pendulum-v1", backend="torch", num_envs=2, total_steps=600, learning_starts=200,
+    small = dict(env=EnvConfig("Pendulum-v1", backend="torch"), num_envs=2, total_steps=600, learning_starts=200,
                  eval_interval=300, eval_episodes=2, checkpoint_interval=300, log_interval=300, progress=False)
     full = train(CAQLConfig(**small, run_dir=str(tmp_path / "full")))
     train(CAQLConfig(**{**small, "total_steps": 300}, run_dir=str(tmp_path / "resumed")))

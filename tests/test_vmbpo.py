@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from rlcore import algos
-from rlcore.algos.vmbpo import VMBPOAgent, VMBPOConfig, linex_loss, soft_optimistic_backup, train
-from rlcore.checkpoint import load_checkpoint
-from rlcore.replay import TransitionBatch
+from rlcore.algos.vmbpo import VMBPOAgent, VMBPOConfig, train
+from rlcore.loops.checkpoint import load_checkpoint
+from rlcore.loops.replay import TransitionBatch
+from rlcore.objectives import linex_loss, soft_optimistic_backup
 from solvers import ActionSet
 
 

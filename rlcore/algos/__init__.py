@@ -1,9 +1,14 @@
-"""Algorithms, registered by name for the CLI and for :func:`rlcore.algos.get`."""
+"""Algorithms, registered by name for the CLI and for :func:`rlcore.algos.get`.
+
+Registering an algorithm here is all it takes to put it in the CLI and under the contract test
+(``tests/test_algorithm_contract.py``: a short run, bit-for-bit resume, ``rlcore eval``, bad configs rejected
+before anything is written), which runs it with its ``smoke`` settings.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rlcore.algos import caql, ppo, rwr, sac, vmbpo
@@ -13,16 +18,30 @@ from rlcore.algos import caql, ppo, rwr, sac, vmbpo
 class Algorithm:
     name: str
     config_cls: type
-    train: Callable[[Any], Any]
+    train: Callable[..., Any]
+    """``train(config, env=None, eval_env=None) -> TrainResult``."""
     make_agent: Callable[[Any, Any], Any]
+    smoke: dict[str, Any] = field(default_factory=dict)
+    """Config overrides for a run of a few hundred steps that exercises every part of the update."""
+    discrete_actions: bool = False
+    """Whether the algorithm takes Discrete action spaces (the others refuse them with a ValueError)."""
 
+
+_OFF_POLICY_SMOKE = dict(total_steps=300, learning_starts=100, eval_interval=150, checkpoint_interval=150,
+                         eval_episodes=2, log_interval=100)
+_ON_POLICY_SMOKE = dict(total_steps=256, num_steps=64, num_minibatches=4, update_epochs=2, eval_interval=128,
+                        checkpoint_interval=128, eval_episodes=2, hidden_sizes=(16, 16))
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "caql": Algorithm("caql", caql.CAQLConfig, caql.train, caql.make_agent),
-    "sac": Algorithm("sac", sac.SACConfig, sac.train, sac.make_agent),
-    "vmbpo": Algorithm("vmbpo", vmbpo.VMBPOConfig, vmbpo.train, vmbpo.make_agent),
-    "ppo": Algorithm("ppo", ppo.PPOConfig, ppo.train, ppo.make_agent),
-    "rwr": Algorithm("rwr", rwr.RWRConfig, rwr.train, rwr.make_agent),
+    "caql": Algorithm("caql", caql.CAQLConfig, caql.train, caql.make_agent, _OFF_POLICY_SMOKE),
+    "sac": Algorithm("sac", sac.SACConfig, sac.train, sac.make_agent,
+                     {**_OFF_POLICY_SMOKE, "random_steps": 100, "batch_size": 32, "hidden_sizes": (32, 32)}),
+    "vmbpo": Algorithm("vmbpo", vmbpo.VMBPOConfig, vmbpo.train, vmbpo.make_agent,
+                       {**_OFF_POLICY_SMOKE, "random_steps": 100, "batch_size": 32, "hidden_sizes": (32, 32),
+                        "model_hidden_sizes": (32, 32), "model_warmup_updates": 20, "rollouts_per_update": 16,
+                        "holdout_size": 200, "elite_interval": 50}),
+    "ppo": Algorithm("ppo", ppo.PPOConfig, ppo.train, ppo.make_agent, _ON_POLICY_SMOKE, discrete_actions=True),
+    "rwr": Algorithm("rwr", rwr.RWRConfig, rwr.train, rwr.make_agent, _ON_POLICY_SMOKE, discrete_actions=True),
 }
 
 

@@ -32,16 +32,18 @@ from torch import nn
 
 import solvers
 from rlcore.algos.maxq_acceleration import dual_filter, dynamic_tolerance, farthest_first_clusters, taylor_estimates
+from rlcore.algos.solver_options import SolverOptions, SolverOptionValue
 from rlcore.envs.base import BatchedEnv
+from rlcore.envs.spaces import require_continuous_actions, require_flat_observations
+from rlcore.loops import EnvSource, TrainConfig, TrainResult, TransitionBatch, train_off_policy
 from rlcore.networks import DeterministicActor, QNetwork
-from rlcore.replay import TransitionBatch
-from rlcore.training import TrainConfig, TrainResult, train_off_policy
+from rlcore.objectives import bellman_loss, clipped_double_q_targets, hinge_multiplier_step, polyak_update
 from solvers.bounds import compute_bounds
 
 
 @dataclass
 class CAQLConfig(TrainConfig):
-    """CAQL settings (the shared loop's settings are in :class:`~rlcore.training.TrainConfig`)."""
+    """CAQL settings (the shared loop's settings are in :class:`~rlcore.loops.TrainConfig`)."""
 
     hidden_sizes: tuple[int, ...] = (32, 16)
     """Hidden layers of the ReLU Q-network."""
@@ -67,12 +69,12 @@ class CAQLConfig(TrainConfig):
     """Upper clip of the hinge multiplier."""
     solver: str = "ga"
     """Max-Q solver, any name in solvers.available() ('ga', 'cem', ...)."""
-    solver_options: dict[str, float] = field(default_factory=dict)
-    """Keyword options of the solver, e.g. {'num_starts': 8, 'iterations': 20}."""
+    solver_options: SolverOptions = field(default_factory=dict)
+    """Keyword options of the solver: ints, floats, strings, bools (CLI: KEY=VALUE ... or one JSON object)."""
     solver_tolerance: float | None = None
     """Stopping tolerance / gap passed to the solver on every call (None: the solver's default)."""
     solver_time_limit: float | None = None
-    """Time limit in seconds per max-Q batch for exact solvers (their 'time_limit' option)."""
+    """Seconds per max-Q batch (the whole batch) for solvers that take a time limit (their 'time_limit' option)."""
     solver_gap: float | None = None
     """Absolute optimality gap for exact solvers (their 'gap' option); dynamic tolerance overrides it."""
     dynamic_tolerance: bool | None = None
@@ -114,31 +116,15 @@ class CAQLConfig(TrainConfig):
             raise ValueError("need cluster_radius >= 0, tolerance_interval >= 1 and 0 < tolerance_decay <= 1.")
 
 
-def bellman_targets(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor,
-                    next_q2: torch.Tensor | None, gamma: float) -> torch.Tensor:
-    """``y = r + gamma (1 - d) min(next_q, next_q2)`` (``next_q2`` None: no clipping)."""
-    bootstrap = next_q if next_q2 is None else torch.minimum(next_q, next_q2)
-    return rewards + gamma * (1.0 - terminated) * bootstrap
-
-
-def q_loss(q: torch.Tensor, targets: torch.Tensor, kind: Literal["l2", "hinge"],
-           multiplier: torch.Tensor | None = None) -> torch.Tensor:
-    """The Q loss: ``mean (q - y)^2`` or the LP hinge ``mean[q + lambda max(0, y - q)]``."""
-    if kind == "l2":
-        return (q - targets).pow(2).mean()
-    if multiplier is None:
-        raise ValueError("the hinge loss needs the multiplier lambda.")
-    return (q + multiplier * torch.relu(targets - q)).mean()
-
-
 @dataclass
 class MaxQStep:
     """What the max-Q step of one update did."""
 
     result: solvers.MaxQResult | None
     """The solver's answer for the states it was asked about (None if every sample was filtered)."""
-    solved_index: torch.Tensor
-    """Indices (into the batch) of the states that were solved."""
+    solved: torch.Tensor
+    """``[B]`` bool: the states of the batch whose max-Q was solved (terminal ones included when every state
+    was solved: their targets ignore it)."""
     metrics: dict[str, torch.Tensor]
 
 
@@ -159,19 +145,16 @@ class CAQLAgent:
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.action_learning_rate)
         self.log_lambda = nn.Parameter(torch.tensor(float(config.initial_lambda), device=self.device).log())
         self.lambda_optimizer = torch.optim.Adam([self.log_lambda], lr=config.learning_rate)
-        options: dict[str, Any] = {"seed": config.seed, **config.solver_options}
-        if config.solver_time_limit is not None:
-            options["time_limit"] = config.solver_time_limit
-        if config.solver_gap is not None:
-            options["gap"] = config.solver_gap
-        self.solver = solvers.make(config.solver, **options)
-        # Exact solvers (MIP, branch-and-bound) take an absolute gap; the heuristics have no certificate.
-        # The exact solvers run their own gradient ascent from the warm start (the action function's action).
-        self.exact_solver = hasattr(self.solver, "gap")
+        self.solver = make_solver(config)
+        # Exact solvers (MIP, branch-and-bound) certify a gap; the heuristics have no certificate. The exact
+        # solvers run their own gradient ascent from the warm start (the action function's action).
+        self.solver_capabilities = solvers.capabilities_of(self.solver)
+        self.exact_solver = self.solver_capabilities.exact
         self.use_dynamic_tolerance = (self.exact_solver if config.dynamic_tolerance is None
                                       else config.dynamic_tolerance)
         self.cluster_generator = torch.Generator(device=self.device).manual_seed(config.seed + 3)
-        self.maxq_totals = {"posed": 0, "filtered": 0, "clustered": 0, "solved": 0}
+        self.maxq_totals: dict[str, torch.Tensor | float] = {"posed": 0.0, "filtered": 0.0, "clustered": 0.0,
+                                                             "solved": 0.0}
         self.q_relu = solvers.ReLUNet.from_torch(self.q, obs_dim)  # views of q's parameters: always current
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
         self.updates = 0
@@ -206,7 +189,9 @@ class CAQLAgent:
         if self.use_dynamic_tolerance:
             # TD error of the action function's greedy target: cheap, and what the paper's schedule uses.
             greedy_next = self.q_target(batch.next_obs, warm)
-            greedy = bellman_targets(batch.rewards, batch.terminated, greedy_next, None, c.gamma)
+            greedy = clipped_double_q_targets(batch.rewards, batch.terminated, greedy_next, None, c.gamma)
+            # A float for the solver: one wait on the device per update, on for exact solvers only, whose
+            # search waits on the device anyway.
             td_rmse = float((greedy - q_values).pow(2).mean().sqrt())
             tolerance = dynamic_tolerance(td_rmse, self.updates // c.tolerance_interval, c.tolerance_init,
                                           c.tolerance_decay, c.tolerance_min, c.tolerance_max)
@@ -219,25 +204,38 @@ class CAQLAgent:
                 relu_net = solvers.ReLUNet.from_torch(net, self.obs_dim)
                 bound = compute_bounds(c.bound_method, relu_net, batch.next_obs, self.action_set).output_upper
                 upper = torch.minimum(upper, bound.to(upper.dtype))
-        active = batch.terminated < 0.5
-        if c.dual_filter:
-            active = dual_filter(batch.rewards, batch.terminated, upper, q_values, c.gamma)
         next_value = torch.where(torch.isfinite(upper), upper, torch.zeros_like(upper))
-
-        active_index = active.nonzero().flatten()
+        solved = torch.ones(batch_size, dtype=torch.bool, device=self.device)
+        if c.dual_filter or c.cluster_radius > 0:
+            # Which states to solve depends on the data: indices, and so one wait on the device per update.
+            active = (dual_filter(batch.rewards, batch.terminated, upper, q_values, c.gamma) if c.dual_filter
+                      else batch.terminated < 0.5)
+            active_index = active.nonzero().flatten()
+            num_active = active_index.numel()
+        else:
+            # Every state is solved: a terminal one's value is multiplied by 0 below, and solving it costs less
+            # than the wait on the device that selecting the others would take.
+            active_index, num_active = None, batch_size
         solve_index, centre_of = active_index, None
-        if c.cluster_radius > 0 and active_index.numel() > 1:
+        if c.cluster_radius > 0 and num_active > 1:
             points = batch.next_obs[active_index]
             radius = c.cluster_radius * float(batch.next_obs.norm(dim=1).mean())
             centres, nearest = farthest_first_clusters(points, radius, self.cluster_generator)
             solve_index, centre_of = active_index[centres], active_index[nearest]
+        num_solved = batch_size if solve_index is None else solve_index.numel()
 
         result = None
-        if solve_index.numel() > 0:
-            states = batch.next_obs[solve_index]
-            result = self.solver.solve(self.q_relu, states, self.action_set, warm_start=warm[solve_index],
+        if num_solved > 0:
+            states = batch.next_obs if solve_index is None else batch.next_obs[solve_index]
+            warm_start = warm if solve_index is None else warm[solve_index]
+            result = self.solver.solve(self.q_relu, states, self.action_set, warm_start=warm_start,
                                        tolerance=tolerance)
-            next_value[solve_index] = self._target_value(states, result.actions)
+            if solve_index is None:
+                next_value = self._target_value(states, result.actions)
+            else:
+                next_value[solve_index] = self._target_value(states, result.actions)
+                solved = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
+                solved[solve_index] = True
             if centre_of is not None:
                 others = active_index[centre_of != active_index]
                 if others.numel() > 0:
@@ -246,23 +244,33 @@ class CAQLAgent:
                     centres = centre_of[centre_of != active_index]
                     next_value[others] = taylor_estimates(self._target_value, batch.next_obs[centres],
                                                           maximiser[centres], batch.next_obs[others], upper[others])
+        elif solve_index is not None:
+            solved = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
 
         targets = batch.rewards + c.gamma * (1.0 - batch.terminated) * next_value
-        counts = {"posed": int(batch_size), "filtered": int(batch_size - active_index.numel()),
-                  "clustered": int(active_index.numel() - solve_index.numel()), "solved": int(solve_index.numel())}
+        # Counts stay on the device (tensors): they are read when the loop logs, not at every update.
+        nonterminal = (batch.terminated < 0.5).sum()
+        counts = {"posed": torch.tensor(float(batch_size), device=self.device),
+                  "filtered": (batch_size - nonterminal if active_index is None else
+                               torch.tensor(float(batch_size - num_active), device=self.device)).float(),
+                  "clustered": torch.tensor(float(num_active - num_solved), device=self.device),
+                  "solved": (nonterminal.float() if active_index is None
+                             else torch.tensor(float(num_solved), device=self.device))}
         for key, value in counts.items():
-            self.maxq_totals[key] += value
-        metrics = {f"maxq_{key}": torch.tensor(float(value)) for key, value in counts.items()}
+            self.maxq_totals[key] = self.maxq_totals[key] + value
+        metrics = {f"maxq_{key}": value for key, value in counts.items()}
         metrics["maxq_solve_seconds"] = torch.tensor(result.solve_seconds if result is not None else 0.0)
         if tolerance is not None:
             metrics["maxq_tolerance"] = torch.tensor(float(tolerance))
         if result is not None:
-            gaps = result.gaps[torch.isfinite(result.gaps)]
-            if gaps.numel() > 0:
-                metrics["maxq_certified_gap"] = gaps.mean().float()
-            for status, count in result.status_counts().items():
-                metrics[f"maxq_status_{status}"] = torch.tensor(float(count))
-        return targets, MaxQStep(result, solve_index, metrics)
+            gaps = result.gaps
+            finite = torch.isfinite(gaps)
+            if self.exact_solver:
+                metrics["maxq_certified_gap"] = torch.where(finite, gaps, 0).sum() / finite.sum().clamp_min(1)
+            status_counts = torch.bincount(result.status.long(), minlength=len(solvers.SolveStatus)).float()
+            for status in solvers.SolveStatus:
+                metrics[f"maxq_status_{status.name.lower()}"] = status_counts[status]
+        return targets, MaxQStep(result, solved, metrics)
 
     def _target_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         value = self.q_target(states, actions)
@@ -270,32 +278,30 @@ class CAQLAgent:
 
     def summary(self) -> dict[str, float]:
         """Totals of max-Q problems posed, filtered, clustered and solved, and the fraction avoided."""
-        posed = self.maxq_totals["posed"]
-        avoided = 1.0 - self.maxq_totals["solved"] / posed if posed else 0.0
-        return {f"maxq_{key}_total": value for key, value in self.maxq_totals.items()} | {
-            "maxq_fraction_avoided": avoided}
+        totals = {key: int(float(value)) for key, value in self.maxq_totals.items()}
+        posed = totals["posed"]
+        avoided = 1.0 - totals["solved"] / posed if posed else 0.0
+        return {f"maxq_{key}_total": value for key, value in totals.items()} | {"maxq_fraction_avoided": avoided}
 
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         c = self.config
         targets, maxq = self.compute_targets(batch)
         q = self.q(batch.obs, batch.actions)
         multiplier = self.log_lambda.exp().clamp(max=c.lambda_max).detach()
-        loss = q_loss(q, targets, c.loss, multiplier)
+        loss = bellman_loss(q, targets, c.loss, multiplier)
         self.q_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.q_optimizer.step()
         metrics = {"q_loss": loss.detach(), "q_mean": q.detach().mean(), "target_mean": targets.mean(),
                    "td_rmse": (q.detach() - targets).pow(2).mean().sqrt(), **maxq.metrics}
         if c.loss == "hinge":
-            lambda_loss = -(self.log_lambda.exp() * (targets - q.detach())).mean()
-            self.lambda_optimizer.zero_grad(set_to_none=True)
-            lambda_loss.backward()
-            self.lambda_optimizer.step()
+            hinge_multiplier_step(self.log_lambda, self.lambda_optimizer, q, targets)
             metrics["lambda"] = multiplier
 
         # The action function regresses Q(s', pi(s')) on the max-Q value where one was solved; only pi moves.
         if maxq.result is not None:
-            states = batch.next_obs[maxq.solved_index]
+            states = batch.next_obs if maxq.result.values.shape[0] == batch.rewards.shape[0] else (
+                batch.next_obs[maxq.solved])
             self.q.requires_grad_(False)
             actor_loss = (self.q(states, self.actor(states)) - maxq.result.values).pow(2).mean()
             self.q.requires_grad_(True)
@@ -304,9 +310,7 @@ class CAQLAgent:
             self.actor_optimizer.step()
             metrics["action_loss"] = actor_loss.detach()
 
-        with torch.no_grad():
-            for target, source in zip(self.q_target.parameters(), self.q.parameters(), strict=True):
-                target.lerp_(source, c.tau)
+        polyak_update(self.q_target, self.q, c.tau)
         self.updates += 1
         if self.updates % c.hard_update_interval == 0:
             self.q_target2.load_state_dict(self.q.state_dict())
@@ -318,9 +322,10 @@ class CAQLAgent:
             "q", "q_target", "q_target2", "actor", "q_optimizer", "actor_optimizer", "lambda_optimizer")}
         state.update(log_lambda=self.log_lambda.detach().clone(), updates=self.updates,
                      noise_generator=self.noise_generator.get_state(),
-                     cluster_generator=self.cluster_generator.get_state(), maxq_totals=dict(self.maxq_totals))
+                     cluster_generator=self.cluster_generator.get_state(),
+                     maxq_totals={key: float(value) for key, value in self.maxq_totals.items()})
 
-        if hasattr(self.solver, "get_rng_state"):
+        if self.solver_capabilities.rng_state:
             state["solver_rng"] = self.solver.get_rng_state()
         return state
 
@@ -332,16 +337,42 @@ class CAQLAgent:
         self.updates = state["updates"]
         self.noise_generator.set_state(state["noise_generator"])
         self.cluster_generator.set_state(state["cluster_generator"])
-        self.maxq_totals = dict(state["maxq_totals"])
-        if "solver_rng" in state and hasattr(self.solver, "set_rng_state"):
+        self.maxq_totals = {key: float(value) for key, value in state["maxq_totals"].items()}
+        if "solver_rng" in state and self.solver_capabilities.rng_state:
             self.solver.set_rng_state(state["solver_rng"])
 
 
+def make_solver(config: CAQLConfig) -> solvers.MaxQSolver:
+    """The configured max-Q solver; ``solver_time_limit`` and ``solver_gap`` go to solvers that declare them."""
+    options: dict[str, SolverOptionValue] = {"seed": config.seed, **config.solver_options}
+    solver = solvers.make(config.solver, **options)
+    capabilities = solvers.capabilities_of(solver)
+    extra = {}
+    for name, value, supported in (("time_limit", config.solver_time_limit, capabilities.time_limit),
+                                   ("gap", config.solver_gap, capabilities.gap)):
+        if value is None:
+            continue
+        if not supported:
+            raise ValueError(f"solver {config.solver!r} takes no {name}; solver_{name} applies to "
+                             f"{', '.join(_solvers_with(name))}.")
+        extra[name] = value
+    return solvers.make(config.solver, **options, **extra) if extra else solver
+
+
+def _solvers_with(capability: str) -> list[str]:
+    return [name for name in solvers.available()
+            if getattr(solvers.capabilities_of(solvers.make(name)), capability)]
+
+
 def make_agent(config: CAQLConfig, env: BatchedEnv) -> CAQLAgent:
-    obs_dim = int(torch.tensor(env.observation_space.shape).prod())
-    return CAQLAgent(config, obs_dim, env.action_set, config.device)
+    require_continuous_actions(env, "caql")
+    require_flat_observations(env, "caql")
+    return CAQLAgent(config, env.obs_dim, env.action_set, config.device)
 
 
-def train(config: CAQLConfig | None = None) -> TrainResult:
-    """Train CAQL; returns the agent, its run directory and the evaluation history."""
-    return train_off_policy("caql", config or CAQLConfig(), make_agent)
+def train(config: CAQLConfig | None = None, env: EnvSource | None = None,
+          eval_env: EnvSource | None = None) -> TrainResult:
+    """Train CAQL; returns the agent, its run directory and the evaluation history.
+
+    ``env`` / ``eval_env``: environments or factories ``seed -> BatchedEnv`` instead of ``config.env``."""
+    return train_off_policy("caql", config or CAQLConfig(), make_agent, env, eval_env)

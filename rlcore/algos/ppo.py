@@ -29,26 +29,20 @@ tanh networks). Deliberate differences:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from rlcore.algos.on_policy import ObsNormalizer, OnPolicyConfig, Rollout, train_on_policy
-from rlcore.distributions import DiagGaussian
+from rlcore.algos.actor_critic_agent import ActorCriticAgent
 from rlcore.envs.base import BatchedEnv
+from rlcore.loops import EnvSource, OnPolicyConfig, Rollout, TrainResult, train_on_policy
 from rlcore.objectives import clipped_pg_loss, gae, normalize_advantages, value_loss
-from rlcore.training import TrainResult
-from solvers import ActionSet
 
 
 @dataclass
 class PPOConfig(OnPolicyConfig):
-    """PPO settings (the shared loop's settings are in :class:`~rlcore.algos.on_policy.OnPolicyConfig`)."""
+    """PPO settings (the shared loop's settings are in :class:`~rlcore.loops.OnPolicyConfig`)."""
 
     learning_rate: float = 3e-4
     """Adam learning rate (of the policy and the critic)."""
@@ -99,115 +93,7 @@ class PPOConfig(OnPolicyConfig):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
 
 
-def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
-    """Orthogonal weights with gain ``std`` and constant bias, the initialisation of the PPO implementations."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-class TanhMLP(nn.Sequential):
-    """``Linear, Tanh, ..., Linear`` as an ``nn.Sequential`` (same parameters and state-dict keys), whose
-    forward calls the kernels itself: with batches of one observation per step, the module call of each
-    layer costs about as much as its matrix product. (Hooks on the individual layers therefore do not run.)
-    """
-
-    def __init__(self, *layers: nn.Module) -> None:
-        super().__init__(*layers)
-        self.linears = [layer for layer in layers if isinstance(layer, nn.Linear)]  # a plain list: no new keys
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *hidden, last = self.linears
-        for layer in hidden:
-            x = torch.tanh(F.linear(x, layer.weight, layer.bias))
-        return F.linear(x, last.weight, last.bias)
-
-
-def tanh_mlp(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int, out_std: float) -> TanhMLP:
-    """A tanh MLP with PPO's orthogonal initialisation; the output layer's gain is ``out_std``."""
-    layers: list[nn.Module] = []
-    for size in hidden_sizes:
-        layers += [layer_init(nn.Linear(in_dim, size)), nn.Tanh()]
-        in_dim = size
-    return TanhMLP(*layers, layer_init(nn.Linear(in_dim, out_dim), std=out_std))
-
-
-class GaussianActorCritic(nn.Module):
-    """Policy mean μ(s), a state-independent log σ, and a separate critic V(s), over normalised observations."""
-
-    def __init__(self, obs_dim: int, action_set: ActionSet, hidden_sizes: tuple[int, ...], init_log_std: float,
-                 normalize_obs: bool, squash: bool) -> None:
-        super().__init__()
-        action_dim = action_set.dim
-        self.normalizer = ObsNormalizer(obs_dim) if normalize_obs else None
-        # Small last-layer gains: the policy starts near μ = 0 and the critic near V = 0 (CleanRL, SB3).
-        self.actor_mean = tanh_mlp(obs_dim, hidden_sizes, action_dim, out_std=0.01)
-        self.actor_log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
-        self.critic = tanh_mlp(obs_dim, hidden_sizes, 1, out_std=1.0)
-        self.squash = squash
-        self.register_buffer("low", action_set.low.clone().float())
-        self.register_buffer("high", action_set.high.clone().float())
-
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs if self.normalizer is None else self.normalizer(obs)
-
-    def dist(self, norm_obs: torch.Tensor) -> DiagGaussian:
-        mean = self.actor_mean(norm_obs)
-        if self.squash:
-            return DiagGaussian(mean, self.actor_log_std, squash=True, low=self.low, high=self.high)
-        return DiagGaussian(mean, self.actor_log_std)
-
-    def value(self, norm_obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(norm_obs).squeeze(-1)
-
-
-class GaussianPolicyAgent:
-    """What every on-policy agent over :class:`GaussianActorCritic` shares: the model, its optimiser, the
-    sampling generator, acting and the checkpoint state. Subclasses add ``explore`` and ``update``."""
-
-    name = "on-policy"
-
-    def __init__(self, config: Any, obs_dim: int, action_set: ActionSet,
-                 device: str | torch.device = "cpu") -> None:
-        self.config = config
-        self.device = torch.device(device)
-        self.action_set = action_set.to(self.device)
-        self.model = GaussianActorCritic(obs_dim, self.action_set, config.hidden_sizes, config.init_log_std,
-                                         config.normalize_obs, config.squash).to(self.device)
-        self.params = list(self.model.parameters())
-        # The fused Adam kernel is the same update in one call for all parameters; the default on the CPU
-        # (a loop of ~10 small ops per parameter tensor) costs 4x as much with these small networks.
-        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=1e-5,
-                                          fused=self.device.type in ("cpu", "cuda"))
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
-        self.updates = 0
-
-    # ------------------------------------------------------------------ acting
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor, step: int = 0, deterministic: bool = False) -> torch.Tensor:
-        dist = self.model.dist(self.model.normalize(obs.to(self.device)))
-        return dist.mode if deterministic else dist.sample(self.generator)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = [k for k in ("model", "optimizer", "generator", "updates") if k not in state]
-        if missing:
-            raise ValueError(f"{self.name} agent state is missing {', '.join(missing)}.")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.updates = state["updates"]
-
-    @classmethod
-    def for_env(cls, config: Any, env: BatchedEnv) -> GaussianPolicyAgent:
-        """The agent for ``env``'s observation size and action set, on ``config.device``."""
-        return cls(config, int(np.prod(env.observation_space.shape)), env.action_set, config.device)
-
-
-class PPOAgent(GaussianPolicyAgent):
+class PPOAgent(ActorCriticAgent):
     """The actor-critic, its optimiser and PPO's update; acts by sampling the Gaussian."""
 
     name = "PPO"
@@ -247,7 +133,7 @@ class PPOAgent(GaussianPolicyAgent):
                 group["lr"] = c.learning_rate * (1.0 - progress)
         values, advantages, returns = self.advantages(rollout)
         # One [B, F] tensor of every per-sample input, so that a minibatch is one gather, not six.
-        norm_obs, actions = rollout.extras["norm_obs"].flatten(0, 1), rollout.actions.flatten(0, 1)
+        norm_obs, actions = rollout.extras["norm_obs"].flatten(0, 1), self.action_columns(rollout.actions.flatten(0, 1))
         columns = (norm_obs, actions, rollout.extras["log_prob"].reshape(-1, 1), advantages.reshape(-1, 1),
                    returns.reshape(-1, 1), values.reshape(-1, 1))
         flat = torch.cat(columns, dim=1)
@@ -262,7 +148,7 @@ class PPOAgent(GaussianPolicyAgent):
                 mb_obs, mb_actions, mb_log_prob, mb_adv, mb_returns, mb_values = (
                     flat[order[start:start + minibatch_size]].split(widths, dim=1))
                 dist = self.model.dist(mb_obs)
-                log_prob = dist.log_prob(mb_actions)
+                log_prob = dist.log_prob(self.actions_from_columns(mb_actions))
                 adv = normalize_advantages(mb_adv[:, 0]) if c.norm_adv else mb_adv[:, 0]
                 pg_loss, pg_metrics = clipped_pg_loss(log_prob, mb_log_prob[:, 0], adv, c.clip_coef)
                 v_loss, v_metrics = value_loss(self.model.value(mb_obs), mb_returns[:, 0],
@@ -290,14 +176,19 @@ class PPOAgent(GaussianPolicyAgent):
                 break
         out = {key: torch.stack(history).mean() for key, history in metrics.items()}
         out["explained_variance"] = value_loss(values.flatten(), returns.flatten())[1]["explained_variance"]
-        out["std"] = self.model.actor_log_std.detach().exp().mean()
+        if not self.discrete:
+            out["std"] = self.model.actor_log_std.detach().exp().mean()
         out["learning_rate"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
         return out
+
 
 def make_agent(config: PPOConfig, env: BatchedEnv) -> PPOAgent:
     return PPOAgent.for_env(config, env)
 
 
-def train(config: PPOConfig | None = None) -> TrainResult:
-    """Train PPO; returns the agent, its run directory and the evaluation history."""
-    return train_on_policy("ppo", config or PPOConfig(), make_agent)
+def train(config: PPOConfig | None = None, env: EnvSource | None = None,
+          eval_env: EnvSource | None = None) -> TrainResult:
+    """Train PPO; returns the agent, its run directory and the evaluation history.
+
+    ``env`` / ``eval_env``: environments or factories ``seed -> BatchedEnv`` instead of ``config.env``."""
+    return train_on_policy("ppo", config or PPOConfig(), make_agent, env, eval_env)

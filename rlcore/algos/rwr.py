@@ -28,16 +28,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rlcore.algos.on_policy import OnPolicyConfig, Rollout, train_on_policy
-from rlcore.algos.ppo import GaussianPolicyAgent
+from rlcore.algos.actor_critic_agent import ActorCriticAgent
 from rlcore.envs.base import BatchedEnv
+from rlcore.loops import EnvSource, OnPolicyConfig, Rollout, TrainResult, train_on_policy
 from rlcore.objectives import discounted_returns, normalize_advantages, reward_weighted_loss, rwr_weights, value_loss
-from rlcore.training import TrainResult
 
 
 @dataclass
 class RWRConfig(OnPolicyConfig):
-    """RWR settings (the shared loop's settings are in :class:`~rlcore.algos.on_policy.OnPolicyConfig`)."""
+    """RWR settings (the shared loop's settings are in :class:`~rlcore.loops.OnPolicyConfig`)."""
 
     beta: float = 1.0
     """Temperature of the weights exp(u/beta); in standard deviations of the score when standardize is on."""
@@ -82,7 +81,7 @@ class RWRConfig(OnPolicyConfig):
             raise ValueError(f"min_log_std ({self.min_log_std}) must not exceed init_log_std ({self.init_log_std}).")
 
 
-class RWRAgent(GaussianPolicyAgent):
+class RWRAgent(ActorCriticAgent):
     """The actor-critic, its optimiser and the RWR update; acts by sampling the Gaussian."""
 
     name = "RWR"
@@ -127,7 +126,7 @@ class RWRAgent(GaussianPolicyAgent):
             order = torch.randperm(batch_size, generator=self.generator, device=self.device)
             for start in range(0, batch_size, minibatch_size):
                 mb = {k: v[order[start:start + minibatch_size]] for k, v in flat.items()}
-                log_prob = self.model.dist(mb["norm_obs"]).log_prob(mb["actions"])
+                log_prob = self.model.dist(mb["norm_obs"]).log_prob(mb["actions"])  # any action dtype
                 # The weights were normalised over the whole rollout; each minibatch is a weighted likelihood.
                 pi_loss, _ = reward_weighted_loss(log_prob, mb["weights"])
                 v_loss, _ = value_loss(self.model.value(mb["norm_obs"]), mb["returns"])
@@ -136,13 +135,15 @@ class RWRAgent(GaussianPolicyAgent):
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
                 self.optimizer.step()
-                with torch.no_grad():
-                    self.model.actor_log_std.clamp_(min=c.min_log_std)
+                if not self.discrete:
+                    with torch.no_grad():
+                        self.model.actor_log_std.clamp_(min=c.min_log_std)
                 self.updates += 1
                 for key, value in (("policy_loss", pi_loss), ("value_loss", v_loss), ("grad_norm", grad_norm)):
                     history.setdefault(key, []).append(value.detach())
         out.update({key: torch.stack(values).mean() for key, values in history.items()})
-        out["std"] = self.model.actor_log_std.detach().exp().mean()
+        if not self.discrete:
+            out["std"] = self.model.actor_log_std.detach().exp().mean()
         return out
 
 
@@ -150,6 +151,9 @@ def make_agent(config: RWRConfig, env: BatchedEnv) -> RWRAgent:
     return RWRAgent.for_env(config, env)
 
 
-def train(config: RWRConfig | None = None) -> TrainResult:
-    """Train RWR; returns the agent, its run directory and the evaluation history."""
-    return train_on_policy("rwr", config or RWRConfig(), make_agent)
+def train(config: RWRConfig | None = None, env: EnvSource | None = None,
+          eval_env: EnvSource | None = None) -> TrainResult:
+    """Train RWR; returns the agent, its run directory and the evaluation history.
+
+    ``env`` / ``eval_env``: environments or factories ``seed -> BatchedEnv`` instead of ``config.env``."""
+    return train_on_policy("rwr", config or RWRConfig(), make_agent, env, eval_env)

@@ -35,29 +35,16 @@ import torch
 from torch import nn
 
 import solvers
-from rlcore.distributions import DiagGaussian
 from rlcore.envs.base import BatchedEnv
-from rlcore.models.layers import EnsembleMLP
-from rlcore.networks import mlp
-from rlcore.replay import TransitionBatch
-from rlcore.training import TrainConfig, TrainResult, train_off_policy
-
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
-
-
-def temperature_step(log_alpha: torch.Tensor, optimizer: torch.optim.Optimizer, log_prob: torch.Tensor,
-                     target_entropy: float) -> None:
-    """One Adam step on SAC's temperature loss ``-mean(log_alpha * (log_prob + target_entropy))``
-    (``log_prob`` detached), which raises alpha while the policy's entropy is below the target."""
-    loss = -(log_alpha * (log_prob + target_entropy)).mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+from rlcore.envs.spaces import require_continuous_actions, require_flat_observations
+from rlcore.loops import EnvSource, TrainConfig, TrainResult, TransitionBatch, train_off_policy
+from rlcore.networks import SquashedGaussianActor, TwinQ
+from rlcore.objectives import polyak_update, soft_q_targets, temperature_step
 
 
 @dataclass
 class SACConfig(TrainConfig):
-    """SAC settings (the shared loop's settings are in :class:`~rlcore.training.TrainConfig`)."""
+    """SAC settings (the shared loop's settings are in :class:`~rlcore.loops.TrainConfig`)."""
 
     learning_starts: int = 1_000
     """Environment steps collected before the first update."""
@@ -97,64 +84,6 @@ class SACConfig(TrainConfig):
         for name in ("learning_rate", "actor_learning_rate", "alpha_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
-
-
-class SquashedGaussianActor(nn.Module):
-    """``pi(a|s)``: a tanh-squashed diagonal Gaussian scaled to the action set's bounding box.
-
-    ``dist(obs)`` gives the :class:`DiagGaussian`; ``sample(obs)`` a reparameterised action inside the
-    action set and its log-probability; ``mode(obs)`` the deterministic action, also inside the set.
-    """
-
-    def __init__(self, obs_dim: int, action_set: solvers.ActionSet, hidden_sizes: tuple[int, ...]) -> None:
-        super().__init__()
-        self.action_set = action_set
-        self.action_dim = action_set.dim
-        self.body = nn.Sequential(*mlp(obs_dim, hidden_sizes, 2 * self.action_dim))
-        self.register_buffer("low", action_set.low.clone())
-        self.register_buffer("high", action_set.high.clone())
-
-    def dist(self, obs: torch.Tensor) -> DiagGaussian:
-        mean, raw_log_std = self.body(obs).chunk(2, dim=-1)
-        # Soft bounds (CleanRL): a smooth map of the raw output onto [LOG_STD_MIN, LOG_STD_MAX].
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(raw_log_std) + 1)
-        return DiagGaussian(mean, log_std, squash=True, low=self.low, high=self.high)
-
-    def _into_set(self, actions: torch.Tensor) -> torch.Tensor:
-        # The squashed action is already in the bounding box; only a ball needs the projection.
-        return actions if self.action_set.kind == "box" else self.action_set.project(actions)
-
-    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        actions, log_prob = self.dist(obs).rsample_and_log_prob(generator)
-        return self._into_set(actions), log_prob
-
-    def mode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self._into_set(self.dist(obs).mode)
-
-
-class TwinQ(nn.Module):
-    """``num_critics`` Q-networks over ``[s, a]``, stacked: ``forward`` returns ``[num_critics, B]``."""
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...], num_critics: int = 2) -> None:
-        super().__init__()
-        self.net = EnsembleMLP(num_critics, obs_dim + action_dim, hidden_sizes, 1)
-
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
-
-
-def soft_q_targets(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor,
-                   next_log_prob: torch.Tensor, alpha: torch.Tensor | float, gamma: float) -> torch.Tensor:
-    """``y = r + gamma (1 - d) [min_j next_q_j - alpha log pi(a'|s')]``; ``next_q`` is ``[num_critics, B]``."""
-    next_value = next_q.min(dim=0).values - alpha * next_log_prob
-    return rewards + gamma * (1.0 - terminated) * next_value
-
-
-def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """``target <- (1 - tau) target + tau source``, in place."""
-    with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters(), strict=True):
-            t.lerp_(s, tau)
 
 
 class SACAgent:
@@ -240,10 +169,14 @@ class SACAgent:
 
 
 def make_agent(config: SACConfig, env: BatchedEnv) -> SACAgent:
-    obs_dim = int(torch.tensor(env.observation_space.shape).prod())
-    return SACAgent(config, obs_dim, env.action_set, config.device)
+    require_continuous_actions(env, "sac")
+    require_flat_observations(env, "sac")
+    return SACAgent(config, env.obs_dim, env.action_set, config.device)
 
 
-def train(config: SACConfig | None = None) -> TrainResult:
-    """Train SAC; returns the agent, its run directory and the evaluation history."""
-    return train_off_policy("sac", config or SACConfig(), make_agent)
+def train(config: SACConfig | None = None, env: EnvSource | None = None,
+          eval_env: EnvSource | None = None) -> TrainResult:
+    """Train SAC; returns the agent, its run directory and the evaluation history.
+
+    ``env`` / ``eval_env``: environments or factories ``seed -> BatchedEnv`` instead of ``config.env``."""
+    return train_off_policy("sac", config or SACConfig(), make_agent, env, eval_env)

@@ -99,21 +99,21 @@ no tuning of ``eta`` beyond a few short runs.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 import solvers
-from rlcore.algos.sac import SACConfig, SquashedGaussianActor, TwinQ, polyak_update, temperature_step
-from rlcore.distributions import kl_divergence
+from rlcore.algos.sac import SACConfig
 from rlcore.envs.base import BatchedEnv
+from rlcore.envs.spaces import require_continuous_actions, require_flat_observations
+from rlcore.loops import EnvSource, ReplayBuffer, TrainResult, TransitionBatch, train_off_policy
 from rlcore.models import ModelEnv, ProbabilisticEnsemble, collect_rollouts, holdout_mask, rollout_horizon
 from rlcore.models.rollouts import check_schedule
 from rlcore.models.termination import termination_fn
-from rlcore.replay import ReplayBuffer, TransitionBatch
-from rlcore.training import TrainResult, train_off_policy
+from rlcore.networks import SquashedGaussianActor, TwinQ, kl_divergence
+from rlcore.objectives import linex_loss, polyak_update, temperature_step
 
 
 @dataclass
@@ -188,47 +188,6 @@ class VMBPOConfig(SACConfig):
         check_schedule(self.rollout_schedule)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Pure functions: the exact backup on a finite MDP, and the loss that estimates it from samples.
-
-
-def soft_optimistic_backup(rewards: torch.Tensor, transitions: torch.Tensor, prior_policy: torch.Tensor,
-                           values: torch.Tensor, eta: float, gamma: float) -> dict[str, torch.Tensor]:
-    """One E-step backup on a finite MDP with ``S`` states and ``A`` actions.
-
-    Args:
-        rewards: ``r(s, a)``, ``[S, A]``.
-        transitions: ``p(s'|s, a)``, ``[S, A, S]``.
-        prior_policy: the baseline ``pi(a|s)``, ``[S, A]``.
-        values: the current ``V(s')``, ``[S]``.
-
-    Returns a dict with ``q_values`` ``Q(s,a) = r + eta log sum_s' p exp(gamma V(s')/eta)`` ``[S, A]``,
-    ``values`` ``V(s) = eta log sum_a pi exp(Q/eta)`` ``[S]``, the variational policy
-    ``q_policy = pi exp((Q - V)/eta)`` ``[S, A]`` and the variational model
-    ``q_model = p exp((r + gamma V(s') - Q)/eta)`` ``[S, A, S]``.
-    """
-    log_p = transitions.log()
-    soft_next = eta * torch.logsumexp(log_p + gamma * values / eta, dim=-1)
-    q_values = rewards + soft_next
-    new_values = eta * torch.logsumexp(prior_policy.log() + q_values / eta, dim=-1)
-    q_policy = prior_policy * torch.exp((q_values - new_values.unsqueeze(-1)) / eta)
-    q_model = transitions * torch.exp((gamma * values - soft_next.unsqueeze(-1)) / eta)
-    return {"q_values": q_values, "values": new_values, "q_policy": q_policy, "q_model": q_model}
-
-
-def linex_loss(predictions: torch.Tensor, targets: torch.Tensor, eta: float,
-               max_log_ratio: float = math.inf) -> torch.Tensor:
-    """``eta^2 (exp(nu) - 1 - nu)`` with ``nu = (targets - predictions)/eta``, elementwise.
-
-    Its minimiser over a constant prediction is the soft optimistic value ``eta log E[exp(targets/eta)]``;
-    ``nu`` is then a log density-ratio estimate (``E[exp(nu)] = 1``). For ``nu > max_log_ratio`` the
-    exponential continues linearly (same value and slope at the joint).
-    """
-    nu = (targets - predictions) / eta
-    capped = nu.clamp(max=max_log_ratio)
-    # expm1 keeps exp(nu) - 1 - nu accurate for small nu (large eta), where it is about nu^2 / 2.
-    exp_nu_minus_one = torch.expm1(capped) + torch.where(nu > max_log_ratio, capped.exp() * (nu - capped), 0.0)
-    return eta**2 * (exp_nu_minus_one - nu)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,7 +197,8 @@ class VMBPOAgent:
     """Critics, variational and baseline policies, the dynamics ensemble and the EM updates."""
 
     def __init__(self, config: VMBPOConfig, obs_dim: int, action_set: solvers.ActionSet,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", env_id: str | None = None) -> None:
+        """``env_id`` picks the known termination function of the task (default: ``config.env.id``)."""
         c = self.config = config
         self.device = torch.device(device)
         self.action_set = action_set.to(self.device)
@@ -266,10 +226,9 @@ class VMBPOAgent:
             self.model_generator = torch.Generator(device=self.device).manual_seed(c.seed + 4)
             self.holdout_key = torch.randn(obs_dim + self.action_dim, generator=self.model_generator,
                                            device=self.device)
-            self.holdout = ReplayBuffer(c.holdout_size, obs_dim, self.action_dim, self.device, seed=c.seed + 5)
-            self.model_buffer = ReplayBuffer(c.model_buffer_size, obs_dim, self.action_dim, self.device,
-                                             seed=c.seed + 6)
-            self.termination = termination_fn(c.env)
+            self.holdout = ReplayBuffer(c.holdout_size, self.device, seed=c.seed + 5)
+            self.model_buffer = ReplayBuffer(c.model_buffer_size, self.device, seed=c.seed + 6)
+            self.termination = termination_fn(env_id or c.env.id)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -452,10 +411,14 @@ class VMBPOAgent:
 
 
 def make_agent(config: VMBPOConfig, env: BatchedEnv) -> VMBPOAgent:
-    obs_dim = int(torch.tensor(env.observation_space.shape).prod())
-    return VMBPOAgent(config, obs_dim, env.action_set, config.device)
+    require_continuous_actions(env, "vmbpo")
+    require_flat_observations(env, "vmbpo")
+    return VMBPOAgent(config, env.obs_dim, env.action_set, config.device, env_id=getattr(env, "env_id", None))
 
 
-def train(config: VMBPOConfig | None = None) -> TrainResult:
-    """Train VMBPO; returns the agent, its run directory and the evaluation history."""
-    return train_off_policy("vmbpo", config or VMBPOConfig(), make_agent)
+def train(config: VMBPOConfig | None = None, env: EnvSource | None = None,
+          eval_env: EnvSource | None = None) -> TrainResult:
+    """Train VMBPO; returns the agent, its run directory and the evaluation history.
+
+    ``env`` / ``eval_env``: environments or factories ``seed -> BatchedEnv`` instead of ``config.env``."""
+    return train_off_policy("vmbpo", config or VMBPOConfig(), make_agent, env, eval_env)

@@ -4,8 +4,9 @@ See :mod:`rlcore.envs.base` for the contract (auto-reset, ``final_obs``, termina
 truncation, action sets) and :func:`make` to build one. Three backends implement it:
 
 * ``"gymnasium"`` (:mod:`rlcore.envs.gymnasium_backend`): gymnasium's vector envs on the CPU, any id;
-* ``"torch"`` (:mod:`rlcore.envs.torch_envs`): Pendulum-v1, MountainCarContinuous-v0 and PointMass-v0
-  as batched tensor code on any device;
+* ``"torch"`` (:mod:`rlcore.envs.torch_envs`): Pendulum-v1, MountainCarContinuous-v0, PointMass-v0 and
+  the candidate-set task CandidateChoice-v0 (:mod:`rlcore.envs.candidate_choice`) as batched tensor code on
+  any device;
 * ``"mjwarp"`` (:mod:`rlcore.envs.mjwarp`): gymnasium's v5 MuJoCo tasks on MuJoCo Warp (extra ``gpu``).
 """
 
@@ -15,8 +16,11 @@ from typing import Any, Literal
 
 import torch
 
-from rlcore.envs.base import BatchedEnv, check_actions
+from rlcore.envs import spaces, structured
+from rlcore.envs.base import BatchedEnv
+from rlcore.envs.candidate_choice import CandidateChoiceEnv
 from rlcore.envs.gymnasium_backend import GymnasiumBatchedEnv
+from rlcore.envs.spaces import CandidateSet, check_actions
 from rlcore.envs.torch_envs import TORCH_ENVS, TensorBatchedEnv, make_torch_env
 from solvers import ActionSet
 
@@ -38,7 +42,8 @@ def make(
     """Build a :class:`BatchedEnv` of ``num_envs`` copies of the task ``env_id``.
 
     Args:
-        env_id: any registered gymnasium id with a Box action space (``"Pendulum-v1"``, ``"Hopper-v5"``...).
+        env_id: any registered gymnasium id with a Box or Discrete action space (``"Pendulum-v1"``,
+            ``"Hopper-v5"``, ``"CartPole-v1"``...), or a torch-backend id (``"CandidateChoice-v0"``).
         num_envs: number of sub-environments stepped together.
         seed: if given, the environment is reset once with this seed (sub-environment ``i`` gets
             ``seed + i``) so that its first ``reset()`` without a seed continues deterministically.
@@ -99,5 +104,5 @@ def _gymnasium_ids() -> set[str]:
     return set(gym.registry)
 
 
-__all__ = ["BACKENDS", "TORCH_ENVS", "ActionSet", "BatchedEnv", "GymnasiumBatchedEnv", "TensorBatchedEnv",
-           "check_actions", "make"]
+__all__ = ["BACKENDS", "TORCH_ENVS", "ActionSet", "BatchedEnv", "CandidateChoiceEnv", "CandidateSet",
+           "GymnasiumBatchedEnv", "TensorBatchedEnv", "check_actions", "make", "spaces", "structured"]

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from rlcore.envs import snapshot
-from rlcore.envs.base import check_actions
+from rlcore.envs import snapshot, spaces
+from rlcore.envs.spaces import check_actions
 from solvers import ActionSet
 
 
@@ -54,21 +54,29 @@ class GymnasiumBatchedEnv:
         native = probe.action_space
         probe.close()
 
-        native_low = torch.as_tensor(native.low, dtype=torch.float32)
-        native_high = torch.as_tensor(native.high, dtype=torch.float32)
-        if action_set is None:
-            action_set = ActionSet.box(native_low, native_high)
-        action_set = action_set.with_dim(native.shape[0]).intersect_box(native_low, native_high)
-        self.action_set = action_set.to(self.device)
-        self.action_space = gym.spaces.Box(
-            low=np.maximum(action_set.low.numpy(), native.low).astype(np.float32),
-            high=np.minimum(action_set.high.numpy(), native.high).astype(np.float32),
-            dtype=np.float32,
-        )
-        self._native_low = native_low.numpy()
-        self._native_high = native_high.numpy()
-        self._set_low = self.action_set.low.to(torch.float32)
-        self._set_high = self.action_set.high.to(torch.float32)
+        if isinstance(native, gym.spaces.Discrete):
+            # Discrete tasks (CartPole-v1, ...): index actions, nothing to project.
+            if action_set is not None:
+                raise ValueError(f"{env_id} has a Discrete action space; action_set/action_bound constrain Box "
+                                 "actions only. Leave them unset.")
+            self.action_set = None
+            self.action_space = native
+        else:
+            native_low = torch.as_tensor(native.low, dtype=torch.float32)
+            native_high = torch.as_tensor(native.high, dtype=torch.float32)
+            if action_set is None:
+                action_set = ActionSet.box(native_low, native_high)
+            action_set = action_set.with_dim(native.shape[0]).intersect_box(native_low, native_high)
+            self.action_set = action_set.to(self.device)
+            self.action_space = gym.spaces.Box(
+                low=np.maximum(action_set.low.numpy(), native.low).astype(np.float32),
+                high=np.minimum(action_set.high.numpy(), native.high).astype(np.float32),
+                dtype=np.float32,
+            )
+            self._native_low = native_low.numpy()
+            self._native_high = native_high.numpy()
+            self._set_low = self.action_set.low.to(torch.float32)
+            self._set_high = self.action_set.high.to(torch.float32)
 
         factories = [lambda: _make_single(env_id, env_kwargs) for _ in range(num_envs)]
         vector_cls = SyncVectorEnv if vectorization == "sync" else AsyncVectorEnv
@@ -77,11 +85,11 @@ class GymnasiumBatchedEnv:
 
     @property
     def action_dim(self) -> int:
-        return int(self.action_space.shape[0])
+        return spaces.action_dim(self.action_space)
 
     @property
     def obs_dim(self) -> int:
-        return int(np.prod(self.observation_space.shape))
+        return spaces.obs_dim(self.observation_space)
 
     def _to_torch(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         # ``from_numpy`` shares memory, which is safe: every array converted here is a fresh copy (gymnasium
@@ -98,15 +106,18 @@ class GymnasiumBatchedEnv:
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    dict[str, Any]]:
-        check_actions(actions, self.num_envs, self.action_dim)
-        actions = actions.to(self.device, torch.float32)
-        if self.action_set.kind == "box":
+        check_actions(actions, self.action_space, self.num_envs)
+        if self.action_set is None:  # discrete
+            applied = actions
+            applied_np = actions.cpu().numpy()
+        elif self.action_set.kind == "box":
+            actions = actions.to(self.device, torch.float32)
             # One clamp to the box, which already lies in the native box (its float32 corners are the
             # intersection), so no further clip is needed.
             applied = torch.clamp(actions, self._set_low, self._set_high)
             applied_np = applied.cpu().numpy()
         else:
-            applied = self.action_set.project(actions)
+            applied = self.action_set.project(actions.to(self.device, torch.float32))
             # The ball lies in the native box; the clip only removes float round-off at its edges.
             applied_np = np.clip(applied.cpu().numpy(), self._native_low, self._native_high)
         if self.vectorization == "sync":
@@ -186,10 +197,10 @@ def _probe(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
         close = [name for name in known if env_id.split("-")[0].lower() in name.lower()][:8]
         hint = f" Similar ids: {', '.join(close)}." if close else ""
         raise ValueError(f"unknown or unavailable environment id {env_id!r}: {error}.{hint}") from error
-    if not isinstance(env.action_space, gym.spaces.Box):
+    if not isinstance(env.action_space, (gym.spaces.Box, gym.spaces.Discrete)):
         env.close()
-        raise ValueError(f"{env_id} has a {type(env.action_space).__name__} action space; rlcore environments "
-                         "need a continuous Box action space.")
+        raise ValueError(f"{env_id} has a {type(env.action_space).__name__} action space; the gymnasium backend "
+                         "takes Box and Discrete action spaces.")
     if not isinstance(env.observation_space, gym.spaces.Box):
         env.close()
         raise ValueError(f"{env_id} has a {type(env.observation_space).__name__} observation space; rlcore "

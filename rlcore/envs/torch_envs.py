@@ -30,7 +30,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlcore.envs.base import check_actions
+from rlcore.envs.candidate_choice import CandidateChoiceEnv
+from rlcore.envs.spaces import check_actions
 from solvers import ActionSet
 
 
@@ -139,10 +140,10 @@ class TensorBatchedEnv:
         """Shape/dtype errors at once; non-finite values as often as ``finite_check_interval`` allows."""
         if not isinstance(actions, torch.Tensor) or actions.shape != (self.num_envs, self.action_dim) \
                 or not actions.is_floating_point():
-            check_actions(actions, self.num_envs, self.action_dim)  # raises the contract's message
+            check_actions(actions, self.action_space, self.num_envs)  # raises the contract's message
         actions = actions.to(self.device, torch.float32)
         if self.finite_check_interval == 1:
-            check_actions(actions, self.num_envs, self.action_dim)
+            check_actions(actions, self.action_space, self.num_envs)
         else:
             self._nonfinite |= ~torch.isfinite(actions).all()
             self._steps_since_check += 1
@@ -337,16 +338,17 @@ class PointMassTorch(TensorBatchedEnv):
         return torch.cat([state[:, 0:4], state[:, 4:6] - state[:, 0:2]], dim=1).float()
 
 
-TORCH_ENVS: dict[str, type[TensorBatchedEnv]] = {
+TORCH_ENVS: dict[str, type] = {
     "Pendulum-v1": PendulumTorch,
     "MountainCarContinuous-v0": MountainCarContinuousTorch,
     "PointMass-v0": PointMassTorch,
+    "CandidateChoice-v0": CandidateChoiceEnv,
 }
 """The ids the torch backend implements."""
 
 
 def make_torch_env(env_id: str, num_envs: int = 1, device: str | torch.device = "cpu",
-                   action_set: ActionSet | None = None, **env_kwargs: Any) -> TensorBatchedEnv:
+                   action_set: ActionSet | None = None, **env_kwargs: Any) -> Any:
     """Build the torch-native environment ``env_id``; ``env_kwargs`` are the task's options (e.g. ``g``)."""
     if env_id not in TORCH_ENVS:
         raise ValueError(f"the torch backend does not implement {env_id!r}; it implements "

@@ -12,13 +12,10 @@
 """
 
 from rlcore.models.dynamics import ModelPrediction, ProbabilisticEnsemble, fit_ensemble, holdout_mask
-from rlcore.models.layers import EnsembleLinear, EnsembleMLP
 from rlcore.models.rollouts import ModelEnv, collect_rollouts, rollout_horizon
 from rlcore.models.termination import termination_fn
 
 __all__ = [
-    "EnsembleLinear",
-    "EnsembleMLP",
     "ModelEnv",
     "ModelPrediction",
     "ProbabilisticEnsemble",

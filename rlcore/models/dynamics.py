@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlcore.models.layers import EnsembleMLP
+from rlcore.networks.ensemble import EnsembleMLP
 
 
 @dataclass

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 import solvers
+from rlcore.loops.replay import TransitionBatch
 from rlcore.models.dynamics import ProbabilisticEnsemble
 from rlcore.models.termination import TerminationFn
-from rlcore.replay import TransitionBatch
 
 NextStateSelector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``(next_obs[K, N, d], rewards[K, N], terminated[K, N]) -> index[N]`` of the candidate to continue from."""

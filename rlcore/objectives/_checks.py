@@ -1,32 +1,52 @@
 """Input checks and the masked reduction shared by every objective.
 
-Checks that need the value of a tensor (NaN, infinities) synchronise the host
-with the device. They are on by default, because a NaN passed on quietly costs
-far more than a check; a training loop that has been debugged can switch them
-off with ``set_validate_args(False)`` (the checks on shapes, which are free,
-always run).
+Checks that need the value of a tensor (NaN, infinities, a masked row with no
+candidate) synchronise the host with the device. Like ``torch.distributions``'
+``validate_args`` they can be switched off; here they are **on in direct use**
+(a NaN passed on quietly costs far more than a check when writing a new loss)
+and **off inside rlcore's training loops** (:mod:`rlcore.loops` runs under
+``validate_args(False)``, so a step never waits on the device for a check).
+The checks on shapes, which are free, always run.
+
+The setting is a context variable, not a module global: ``with
+validate_args(False):`` changes it for that block (and that thread or task)
+only; ``set_validate_args`` changes it for the current context.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
 
 Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
-_validate_args = True
+_VALIDATE_ARGS: ContextVar[bool] = ContextVar("rlcore_validate_args", default=True)
 
 
 def set_validate_args(enabled: bool) -> None:
-    """Turn the value checks (NaN / infinity) of ``rlcore.objectives`` and ``rlcore.distributions`` on or off."""
-    global _validate_args
-    _validate_args = bool(enabled)
+    """Turn the value checks (NaN / infinity) of ``rlcore.objectives`` and ``rlcore.networks.distributions``
+    on or off in the current context (on by default; see :func:`validate_args` for a scoped change)."""
+    _VALIDATE_ARGS.set(bool(enabled))
+
+
+@contextlib.contextmanager
+def validate_args(enabled: bool) -> Iterator[None]:
+    """``with validate_args(False): ...`` runs the block with value checks off (the training loops do this),
+    and restores the previous setting afterwards, even on an exception."""
+    token = _VALIDATE_ARGS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _VALIDATE_ARGS.reset(token)
 
 
 def validate_args_enabled() -> bool:
-    """Whether value checks are on (see ``set_validate_args``)."""
-    return _validate_args
+    """Whether value checks are on in the current context."""
+    return _VALIDATE_ARGS.get()
 
 
 def check_tensor(name: str, x: object) -> torch.Tensor:
@@ -38,7 +58,7 @@ def check_tensor(name: str, x: object) -> torch.Tensor:
 
 def check_finite(name: str, x: torch.Tensor, allow_neg_inf: bool = False) -> None:
     """Raise a ValueError if ``x`` holds NaN or infinities (``-inf`` allowed when ``allow_neg_inf``)."""
-    if not _validate_args or not x.is_floating_point():
+    if not x.is_floating_point() or not _VALIDATE_ARGS.get():
         return
     # One fused kernel and one sync on the common path; the detailed count only once something is wrong.
     if torch.isfinite(x).all() if not allow_neg_inf else not (torch.isnan(x) | torch.isposinf(x)).any():

@@ -4,9 +4,13 @@ Layout of ``runs/<algo>-<env>-s<seed>-<time>/``::
 
     config.json          the resolved configuration (what ``--resume`` reads back)
     events.out.tfevents.* TensorBoard scalars (``tensorboard --logdir runs``)
-    evaluations.jsonl    one line per evaluation: step, mean/std return, wall time
+    evaluations.jsonl    one line per evaluation: step, mean/std return, per-episode returns and metrics
     checkpoint.pt        the latest checkpoint (networks, optimisers, replay, RNG states, env state)
+    checkpoint.prev.pt   the one before it, the fallback when the latest is damaged
     summary.json         written at the end: final evaluation, wall time, steps per second
+
+A directory that holds any of ``config.json``, a checkpoint or ``evaluations.jsonl`` holds a run: a new run
+refuses it (:func:`check_new_run_dir`), so nothing of an earlier run is overwritten or appended to.
 """
 
 from __future__ import annotations
@@ -26,14 +30,29 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+RUN_FILES = ("config.json", "checkpoint.pt", "checkpoint.prev.pt", "evaluations.jsonl")
+"""The files whose presence means a directory holds a run."""
+_ENV_FIELDS = ("env", "action_bound", "action_set", "vectorization", "backend")
+
+
 def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
-    """Rebuild a config dataclass from :func:`config_to_dict` output (JSON lists back to tuples)."""
+    """Rebuild a config dataclass from :func:`config_to_dict` output (nested configs too, JSON lists back to
+    tuples). A ``config.json`` of rlcore 0.1, whose environment fields were flat, is read as well."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    values = dict(values)
+    env_field = fields.get("env")
+    if env_field is not None and not isinstance(values.get("env", {}), dict):
+        values["env"] = {"id": values.pop("env"), **{k: values.pop(k) for k in _ENV_FIELDS[1:] if k in values}}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"config has fields {unknown} that {config_cls.__name__} does not know.")
     kwargs = {}
+    hints = typing.get_type_hints(config_cls)
     for name, value in values.items():
+        nested = _dataclass_type(hints.get(name))
+        if nested is not None and isinstance(value, dict):
+            kwargs[name] = config_from_dict(nested, value)
+            continue
         origin = typing.get_origin(fields[name].type) if not isinstance(fields[name].type, str) else None
         is_tuple = origin is tuple or isinstance(fields[name].default, tuple) or (
             isinstance(fields[name].type, str) and fields[name].type.startswith("tuple"))
@@ -41,19 +60,42 @@ def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
     return config_cls(**kwargs)
 
 
-def new_run_dir(root: str | Path, algo: str, env_id: str, seed: int) -> Path:
+def _dataclass_type(hint: Any) -> type | None:
+    """The dataclass in a type hint (``EnvConfig`` or ``Annotated[EnvConfig, ...]``), else None."""
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def holds_run(path: str | Path) -> bool:
+    """Whether ``path`` holds (part of) a run: a config, a checkpoint or evaluations."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def check_new_run_dir(path: str | Path) -> None:
+    """Refuse a directory that already holds a run, naming the two ways on; nothing on disk changes."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"run directory {path} exists and is not a directory; choose another --run-dir.")
+    if holds_run(path):
+        raise ValueError(f"{path} already holds a run; continue it with `--resume {path}`, or give a new "
+                         "--run-dir (or none, for a fresh directory under --log-root). Nothing was changed.")
+
+
+def new_run_dir_path(root: str | Path, algo: str, env_id: str, seed: int) -> Path:
+    """A fresh ``<root>/<algo>-<env>-s<seed>-<time>[-k]`` path that does not exist yet (not created)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(root) / f"{algo}-{env_id}-s{seed}-{stamp}"
-    suffix = 1
+    name = f"{algo}-{env_id}-s{seed}-{stamp}".replace("/", "_")
+    path, suffix = Path(root) / name, 1
     while path.exists():
         suffix += 1
-        path = Path(root) / f"{algo}-{env_id}-s{seed}-{stamp}-{suffix}"
-    path.mkdir(parents=True)
+        path = Path(root) / f"{name}-{suffix}"
     return path
 
 
-def save_config(run_dir: Path, algo: str, config: Any) -> None:
-    payload = {"algo": algo, "config": config_to_dict(config)}
+def save_config(run_dir: Path, algo: str, config: Any, extra: dict[str, Any] | None = None) -> None:
+    payload = {"algo": algo, "config": config_to_dict(config), **(extra or {})}
     tmp = run_dir / "config.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(run_dir / "config.json")
@@ -66,6 +108,14 @@ def load_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json).")
     payload = json.loads(path.read_text())
     return payload["algo"], payload["config"]
+
+
+def load_run_record(run_dir: str | Path) -> dict[str, Any]:
+    """The whole ``config.json`` of a run: algo, config, and how its environment was given."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json).")
+    return json.loads(path.read_text())
 
 
 class RunLogger:
@@ -120,6 +170,8 @@ class RunLogger:
             handle.write(json.dumps(record) + "\n")
         self.writer.add_scalar("eval/return_mean", record["return_mean"], record["step"])
         self.writer.add_scalar("eval/return_std", record["return_std"], record["step"])
+        for name, value in record.get("metrics", {}).items():
+            self.writer.add_scalar(f"eval/{name}", value, record["step"])
 
     def close(self) -> None:
         self.writer.flush()
@@ -133,5 +185,14 @@ def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["RunLogger", "config_from_dict", "config_to_dict", "load_config", "new_run_dir", "read_evaluations",
-           "save_config"]
+def write_evaluations(run_dir: str | Path, records: list[dict[str, Any]]) -> None:
+    """Replace ``evaluations.jsonl`` with ``records`` (atomically): a resume drops the evaluations after its
+    checkpoint's step, which the resumed run writes again."""
+    path = Path(run_dir) / "evaluations.jsonl"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+    tmp.replace(path)
+
+
+__all__ = ["RUN_FILES", "RunLogger", "check_new_run_dir", "config_from_dict", "config_to_dict", "holds_run",
+           "load_config", "load_run_record", "new_run_dir_path", "read_evaluations", "save_config", "write_evaluations"]

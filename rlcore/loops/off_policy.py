@@ -16,8 +16,11 @@ from typing import Any, Protocol
 import torch
 
 from rlcore import envs
-from rlcore.replay import ReplayBuffer, TransitionBatch
-from rlcore.session import RunConfig, RunSession, TrainResult, crossed, make_env
+from rlcore.envs.spaces import sample_actions
+from rlcore.envs.structured import obs_to
+from rlcore.loops.replay import ReplayBuffer, TransitionBatch
+from rlcore.loops.session import EnvSource, RunConfig, RunSession, TrainResult, crossed, make_env
+from rlcore.objectives import validate_args
 
 __all__ = ["AgentFactory", "OffPolicyAgent", "RunConfig", "TrainConfig", "TrainResult", "make_env",
            "train_off_policy"]
@@ -25,7 +28,7 @@ __all__ = ["AgentFactory", "OffPolicyAgent", "RunConfig", "TrainConfig", "TrainR
 
 @dataclass
 class TrainConfig(RunConfig):
-    """Settings shared by every off-policy algorithm (the common ones are in :class:`~rlcore.session.RunConfig`)."""
+    """Settings shared by every off-policy algorithm (the common ones are in :class:`~rlcore.loops.RunConfig`)."""
 
     learning_starts: int = 1_280
     """Environment steps collected before the first update."""
@@ -62,24 +65,39 @@ class OffPolicyAgent(Protocol):
 AgentFactory = Callable[[Any, envs.BatchedEnv], OffPolicyAgent]
 
 
-def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory) -> TrainResult:
-    """Train ``make_agent(config, env)`` on ``config.env``; resume from ``config.resume`` if set."""
-    session = RunSession(algo, config)
-    env, logger = session.env, session.logger
-    agent = make_agent(config, env)
-    replay = ReplayBuffer(config.buffer_size, env.obs_dim, env.action_dim, config.device, seed=config.seed)
+def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory, env: EnvSource | None = None,
+                     eval_env: EnvSource | None = None) -> TrainResult:
+    """Train ``make_agent(config, env)``; resume from ``config.resume`` if set.
+
+    ``env`` / ``eval_env`` are environments or factories ``seed -> BatchedEnv`` (see
+    :class:`~rlcore.loops.session.RunSession`); None builds them from ``config.env``.
+    """
+    session = RunSession(algo, config, env, eval_env)
+    try:
+        agent = make_agent(config, session.env)
+    except Exception:
+        session.close()
+        raise
+    with validate_args(False):
+        return _run(session, config, agent)
+
+
+def _run(session: RunSession, config: TrainConfig, agent: OffPolicyAgent) -> TrainResult:
+    env = session.env
+    replay = ReplayBuffer(config.buffer_size, config.device, seed=config.seed)
     explore_generator = torch.Generator(device=env.device).manual_seed(config.seed + 1)
     update_credit, updates_done = 0.0, 0
     obs, _ = env.reset(seed=config.seed)
     episode_return = torch.zeros(env.num_envs, device=env.device)
     episode_length = torch.zeros(env.num_envs, dtype=torch.long, device=env.device)
-    checkpoint = session.resume(agent)
+    checkpoint = session.start(agent)
+    logger = session.logger
     if checkpoint is not None:
         replay.load_state_dict(checkpoint["replay"])
         loop = checkpoint["loop"]
         update_credit, updates_done = loop["update_credit"], loop["updates_done"]
-        obs, episode_return, episode_length = (loop[k].to(env.device) for k in ("obs", "episode_return",
-                                                                                   "episode_length"))
+        obs = obs_to(loop["obs"], env.device)
+        episode_return, episode_length = (loop[k].to(env.device) for k in ("episode_return", "episode_length"))
         explore_generator.set_state(loop["explore_generator"])
 
     def loop_state() -> dict[str, Any]:
@@ -92,7 +110,7 @@ def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory) -
     while not session.finished:
         step = session.step
         if step < config.random_steps:
-            actions = env.action_set.sample(env.num_envs, explore_generator)
+            actions = sample_actions(env.action_space, env.num_envs, explore_generator, obs, env.action_set)
         else:
             actions = agent.act(obs, step, deterministic=False)
         next_obs, reward, terminated, truncated, info = env.step(actions)
@@ -100,7 +118,8 @@ def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory) -
         episode_return += reward
         episode_length += 1
         done = terminated | truncated
-        logger.accumulate_masked({"episode_return": episode_return, "episode_length": episode_length}, done)
+        logger.accumulate_masked({"episode_return": episode_return, "episode_length": episode_length,
+                                  **info.get("episode_metrics", {})}, done)
         episode_return = episode_return * ~done
         episode_length = episode_length * ~done
         obs = next_obs

@@ -188,9 +188,10 @@ class MaskedCategorical:
                              f"{tuple(mask.shape)}.")
         if mask.dtype != torch.bool:
             raise ValueError(f"MaskedCategorical: mask must be a bool tensor, got {mask.dtype}; pass mask.bool().")
-        # Always checked (not only under validation): a row with no candidate would otherwise give NaN probs.
-        empty = ~mask.any(-1)
-        if empty.any():
+        # A row with no candidate gives NaN probabilities; checking for it waits on the device, so it is a
+        # value check (on in direct use, off inside the training loops, like the others).
+        empty = ~mask.any(-1) if validate_args_enabled() else None
+        if empty is not None and empty.any():
             rows = empty.nonzero().tolist()[:5]
             raise ValueError(f"MaskedCategorical: {int(empty.sum())} row(s) have no valid candidate (first "
                              f"indices {rows}); every state needs at least one action on offer.")
@@ -240,6 +241,11 @@ class MaskedCategorical:
             k = self.logits.shape[-1]
             flat = self.probs.reshape(-1, k)
             return torch.multinomial(flat, 1, generator=generator).reshape(self.batch_shape)
+
+    def sample_and_log_prob(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sample and its log-probability (no validation of the sample: it is valid by construction)."""
+        action = self.sample(generator)
+        return action, self.log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
     @property
     def mode(self) -> torch.Tensor:

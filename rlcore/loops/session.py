@@ -1,0 +1,325 @@
+"""What every training loop shares: the common settings and one run's session.
+
+A :class:`RunSession` owns everything around the algorithm-specific loop: validating the config, the
+environments (built from :class:`EnvConfig`, or given as objects), the run directory (new, or the one
+being resumed), seeding, TensorBoard, the evaluation protocol, checkpoints, the progress bar and the
+summary. The off-policy loop (:mod:`rlcore.loops.off_policy`) and the on-policy loop
+(:mod:`rlcore.loops.on_policy`) keep only what differs: how they collect data and when they update.
+
+Nothing is written before the whole config is validated, the environments are built and the agent is
+made: a bad config or an environment the algorithm cannot use leaves no run directory behind, and a
+directory that already holds a run is refused (continue it with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+import tyro
+from tqdm.auto import tqdm
+
+from rlcore import envs
+from rlcore.loops.checkpoint import (
+    CHECKPOINT,
+    global_rng_state,
+    load_latest_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    set_global_rng_state,
+)
+from rlcore.loops.evaluation import evaluate_episodes, summarize
+from rlcore.loops.run_dir import (
+    RunLogger,
+    check_new_run_dir,
+    holds_run,
+    new_run_dir_path,
+    read_evaluations,
+    save_config,
+    write_evaluations,
+)
+from solvers import ActionSet
+
+EnvFactory = Callable[[int], envs.BatchedEnv]
+"""``seed -> BatchedEnv``: builds a fresh environment (the evaluation copies are built this way)."""
+EnvSource = envs.BatchedEnv | EnvFactory
+
+
+@dataclass
+class EnvConfig:
+    """How ``rlcore train`` builds environments with :func:`rlcore.envs.make` (unused when ``train`` is given
+    ``env=...``). On the command line these are ``--env``, ``--action-bound``, ``--action-set``,
+    ``--vectorization`` and ``--backend``."""
+
+    id: Annotated[str, tyro.conf.arg(name="env")] = "Pendulum-v1"
+    """Environment id: any gymnasium id with a Box or Discrete action space, or a torch-backend id."""
+    action_bound: float | None = None
+    """Constrain actions to a set of this size (a box [-c, c]^d, or a ball of radius c; see action_set)."""
+    action_set: Literal["box", "l2_ball", "l1_ball"] = "box"
+    """Shape of the constraint that action_bound sets."""
+    vectorization: Literal["sync", "async"] = "sync"
+    """Gymnasium vector env type; only 'sync' can be checkpointed exactly."""
+    backend: str = "gymnasium"
+    """Environment backend: 'gymnasium', 'torch' (tensor envs on `device`), 'mjwarp' or 'auto' (see envs.make)."""
+
+    def validate(self) -> None:
+        if self.action_bound is not None and not self.action_bound > 0:
+            raise ValueError(f"action_bound must be > 0, got {self.action_bound}.")
+        if self.backend not in envs.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(envs.BACKENDS)}; got {self.backend!r}.")
+
+    def make_action_set(self) -> ActionSet | None:
+        if self.action_bound is None:
+            return None
+        c = float(self.action_bound)
+        if self.action_set == "box":
+            return ActionSet.box(-c, c)
+        return getattr(ActionSet, self.action_set)(0.0, c)
+
+    def make(self, num_envs: int, device: str | torch.device = "cpu") -> envs.BatchedEnv:
+        """``num_envs`` copies of the task on ``device``."""
+        return envs.make(self.id, num_envs=num_envs, device=device, action_set=self.make_action_set(),
+                         vectorization=self.vectorization if num_envs > 1 else "sync", backend=self.backend)
+
+
+@dataclass
+class RunConfig:
+    """Settings shared by every algorithm: the task, the budget, evaluation, checkpoints, where logs go."""
+
+    env: Annotated[EnvConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=EnvConfig)
+    """The environment (a str is read as EnvConfig(id=...))."""
+    num_envs: int = 1
+    """Parallel training environments."""
+    total_steps: int = 15_000
+    """Environment steps to train for (summed over parallel environments)."""
+    eval_interval: int = 2_500
+    """Evaluate every this many environment steps (and at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (deterministic policy, separate environments)."""
+    checkpoint_interval: int = 5_000
+    """Write a checkpoint every this many environment steps (and at the end)."""
+    seed: int = 1
+    """Seed for networks, environments, sampling and exploration (Python's random, NumPy and torch too)."""
+    device: str = "cpu"
+    """Torch device for networks, storage and environment outputs."""
+    torch_threads: int = 1
+    """torch.set_num_threads; one is fastest for small networks (and for parallel seeds)."""
+    log_root: str = "runs"
+    """Parent folder of new run directories."""
+    run_dir: str | None = None
+    """Use this run directory instead of a new one under log_root (it must not hold a run yet)."""
+    resume: str | None = None
+    """Continue the run in this directory from its last checkpoint."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.env, str):
+            self.env = EnvConfig(id=self.env)
+
+    def validate(self) -> None:
+        for name in ("total_steps", "eval_interval", "eval_episodes", "checkpoint_interval", "num_envs",
+                     "torch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not isinstance(self.env, EnvConfig):
+            raise ValueError(f"env must be an EnvConfig or an environment id, got {type(self.env).__name__}; pass "
+                             "environment objects to train(config, env=...) instead.")
+        self.env.validate()
+        if self.resume is not None and self.run_dir is not None and Path(self.resume) != Path(self.run_dir):
+            raise ValueError(f"give either resume ({self.resume}) or run_dir ({self.run_dir}), not both.")
+
+
+@dataclass
+class TrainResult:
+    """What every ``train`` function returns."""
+
+    agent: Any
+    run_dir: Path
+    evaluations: list[dict[str, Any]]
+    """One record per evaluation: step, return_mean, return_std, returns, metrics, seeds, wall_seconds."""
+
+    @property
+    def final_return(self) -> float:
+        return self.evaluations[-1]["return_mean"] if self.evaluations else float("nan")
+
+
+def make_env(config: RunConfig, num_envs: int) -> envs.BatchedEnv:
+    """``num_envs`` copies of ``config.env`` on ``config.device``."""
+    return config.env.make(num_envs, config.device)
+
+
+def crossed(before: int, after: int, interval: int) -> bool:
+    """Whether a multiple of ``interval`` lies in ``(before, after]``."""
+    return after // interval > before // interval
+
+
+def env_label(env: Any) -> str:
+    return str(getattr(env, "env_id", type(env).__name__))
+
+
+def _is_env(source: Any) -> bool:
+    return all(hasattr(source, name) for name in ("reset", "step", "num_envs"))
+
+
+class RunSession:
+    """One training run's environments, directory, logger, evaluations, checkpoints and progress bar.
+
+    Construction validates the config, finds the checkpoint when resuming (the newest one that loads), seeds
+    the global generators and builds ``env`` and ``eval_env``, writing nothing. The loop then builds its
+    agent and storage and calls :meth:`start`, which creates the run directory (or reopens the resumed one)
+    and restores the checkpoint; it reports progress through :meth:`advance` and ends with :meth:`finish`.
+
+    Args:
+        algo: the algorithm's registered name (run directory name, checkpoint, summary).
+        config: the run's config.
+        env: the training environment, or a factory ``seed -> BatchedEnv``; None builds ``config.env``.
+        eval_env: the evaluation environment, or a factory ``seed -> BatchedEnv``; None builds it like ``env``
+            (required when ``env`` is an object: an environment in use cannot be copied).
+    """
+
+    def __init__(self, algo: str, config: RunConfig, env: EnvSource | None = None,
+                 eval_env: EnvSource | None = None) -> None:
+        config.validate()
+        torch.set_num_threads(config.torch_threads)
+        self.algo, self.config = algo, config
+        self.eval_seed = config.seed + 1_000_003
+        self.checkpoint: dict[str, Any] | None = None
+        if config.resume:
+            self.run_dir = Path(config.resume)
+            if not holds_run(self.run_dir):
+                raise ValueError(f"{self.run_dir} holds no run to resume (no config.json or checkpoint).")
+            self.checkpoint = load_latest_checkpoint(self.run_dir, map_location=config.device)
+        else:
+            label = env_label(env) if env is not None and _is_env(env) else config.env.id
+            self.run_dir = (Path(config.run_dir) if config.run_dir
+                            else new_run_dir_path(config.log_root, algo, label, config.seed))
+            check_new_run_dir(self.run_dir)
+        seed_everything(config.seed)
+        self.env_from_config = env is None
+        self.env, self.eval_env = self._build_envs(env, eval_env)
+        self.env_id = config.env.id if self.env_from_config else env_label(self.env)
+        self.step = self.checkpoint["step"] if self.checkpoint is not None else 0
+        self.evaluations: list[dict[str, Any]] = []
+        self.logger: RunLogger | None = None
+        self.bar: tqdm | None = None
+
+    def _build_envs(self, env: EnvSource | None, eval_env: EnvSource | None) -> tuple[envs.BatchedEnv, envs.BatchedEnv]:
+        config = self.config
+        if env is None:
+            if eval_env is not None:
+                raise ValueError("eval_env is given without env; pass both, or neither to build them from config.env.")
+            return make_env(config, config.num_envs), make_env(config, config.eval_episodes)
+        if _is_env(env):
+            train_env = env
+            if eval_env is None:
+                raise ValueError("train(config, env=<an environment>) also needs eval_env=...: an environment or a "
+                                 "factory seed -> BatchedEnv for the evaluation copies (or pass env as a factory).")
+        elif callable(env):
+            train_env = env(config.seed)
+            eval_env = env if eval_env is None else eval_env
+        else:
+            raise ValueError(f"env must be a BatchedEnv or a factory seed -> BatchedEnv, got {type(env).__name__}.")
+        built_eval = eval_env if _is_env(eval_env) else eval_env(self.eval_seed)
+        for name, built in (("env", train_env), ("eval_env", built_eval)):
+            if not _is_env(built):
+                raise ValueError(f"{name} did not give a BatchedEnv (got {type(built).__name__}).")
+        if built_eval is train_env:
+            raise ValueError("eval_env must be a separate environment: evaluating in the training environment "
+                             "would cut its episodes short.")
+        return train_env, built_eval
+
+    # ------------------------------------------------------------------ start
+    def start(self, agent: Any) -> dict[str, Any] | None:
+        """Create (or reopen) the run directory, then restore the agent, the environment's state and the global
+        RNGs from the checkpoint (after the agent was built, so that its initialisation does not consume the
+        restored RNGs). Returns the checkpoint, whose other parts (replay, loop state) the loop restores, or
+        None for a new run."""
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.run_dir, self.algo, config, extra=self._env_record())
+        if self.checkpoint is not None:
+            # Evaluations after the checkpoint's step are written again by the resumed run.
+            self.evaluations = [e for e in read_evaluations(self.run_dir) if e["step"] <= self.step]
+            write_evaluations(self.run_dir, self.evaluations)
+        self.logger = RunLogger(self.run_dir, purge_step=self.step if self.checkpoint is not None else None)
+        self.start_time, self.start_step = time.perf_counter(), self.step
+        self.bar = tqdm(total=config.total_steps, initial=self.step, disable=not config.progress, unit="step",
+                        desc=f"{self.algo} {self.env_id}", dynamic_ncols=True)
+        if self.checkpoint is None:
+            return None
+        agent.load_state_dict(self.checkpoint["agent"])
+        self.env.load_state_dict(self.checkpoint["env"])
+        set_global_rng_state(self.checkpoint["rng"])
+        return self.checkpoint
+
+    def _env_record(self) -> dict[str, Any]:
+        if self.env_from_config:
+            return {"env_from_config": True}
+        return {"env_from_config": False, "env_description": repr(self.env)}
+
+    # ------------------------------------------------------------------ during the run
+    def evaluate(self, agent: Any) -> None:
+        """The evaluation protocol: deterministic policy, ``eval_episodes`` whole episodes on ``eval_env``."""
+        step = self.step
+        result = evaluate_episodes(lambda o: agent.act(o, step, deterministic=True), self.eval_env,
+                                   seed=self.eval_seed, episodes=self.config.eval_episodes)
+        mean, std = summarize(result.returns)
+        record = {"step": step, "return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
+                  "seeds": result.seeds, "wall_seconds": time.perf_counter() - self.start_time}
+        if result.metrics:
+            record["metrics"] = {k: float(v.nanmean()) for k, v in result.metrics.items()}
+            record["episode_metrics"] = {k: v.tolist() for k, v in result.metrics.items()}
+        self.evaluations.append(record)
+        self.logger.evaluation(record)
+        self.bar.set_postfix(eval_return=f"{mean:.1f}")
+
+    def save(self, agent: Any, state: dict[str, Any]) -> None:
+        """Write the checkpoint: the agent, the environments, the global RNGs and the loop's own ``state``."""
+        save_checkpoint(self.run_dir / CHECKPOINT, {
+            "algo": self.algo, "config": dataclasses.asdict(self.config), "step": self.step,
+            "agent": agent.state_dict(), "env": self.env.state_dict(), "rng": global_rng_state(), **state})
+
+    def advance(self, new_step: int, agent: Any, state: Callable[[], dict[str, Any]]) -> None:
+        """Move to ``new_step``; evaluate and checkpoint when an interval (or the end) is crossed."""
+        previous, self.step = self.step, new_step
+        self.bar.update(new_step - previous)
+        done = new_step >= self.config.total_steps
+        if crossed(previous, new_step, self.config.eval_interval) or done:
+            self.evaluate(agent)
+        if crossed(previous, new_step, self.config.checkpoint_interval) or done:
+            self.save(agent, state())
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.config.total_steps
+
+    def finish(self, agent: Any, extra_summary: dict[str, Any] | None = None) -> TrainResult:
+        """Close everything and write ``summary.json``."""
+        self.bar.close()
+        self.logger.close()
+        self.env.close()
+        self.eval_env.close()
+        seconds = time.perf_counter() - self.start_time
+        final = self.evaluations[-1] if self.evaluations else {}
+        summary = {"algo": self.algo, "env": self.env_id, "seed": self.config.seed, "steps": self.step,
+                   "final_return_mean": final.get("return_mean", math.nan),
+                   "final_return_std": final.get("return_std", math.nan), "wall_seconds_this_session": seconds,
+                   "steps_per_second_this_session": (self.step - self.start_step) / max(seconds, 1e-9),
+                   **(extra_summary or {})}
+        tmp = self.run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(self.run_dir / "summary.json")
+        return TrainResult(agent=agent, run_dir=self.run_dir, evaluations=self.evaluations)
+
+    def close(self) -> None:
+        """Release the environments of a session that did not start (its agent could not be built)."""
+        self.env.close()
+        self.eval_env.close()

@@ -1,0 +1,130 @@
+"""What a new user hits first: no silent overwrite, checkpoints that survive damage, no orphan run directories,
+seeded Python `random`, one definition of the reported spread, solver options from the command line."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_algorithm_contract import assert_same_state
+
+from rlcore import cli
+from rlcore.algos.caql import CAQLConfig, train
+from rlcore.algos.solver_options import parse_solver_options
+from rlcore.loops.checkpoint import CheckpointError, load_latest_checkpoint
+from rlcore.loops.evaluation import summarize
+
+SMALL = dict(total_steps=450, learning_starts=100, eval_interval=150, checkpoint_interval=150, eval_episodes=3,
+             log_interval=150, progress=False)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_a_run_directory_that_holds_a_run_is_refused_and_left_unchanged(tmp_path):
+    train(CAQLConfig(**{**SMALL, "total_steps": 300}, run_dir=str(tmp_path / "run")))
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"already holds a run; continue it with `--resume .*run`, or give a new"):
+        train(CAQLConfig(**{**SMALL, "total_steps": 150}, run_dir=str(tmp_path / "run")))
+    assert snapshot(tmp_path / "run") == before
+    done = subprocess.run([sys.executable, "-m", "rlcore.cli", "train", "caql", "--total-steps", "150",
+                           "--run-dir", str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "already holds a run" in done.stderr and "Traceback" not in done.stderr
+    assert snapshot(tmp_path / "run") == before
+
+
+@pytest.mark.parametrize("env_id", ["Foo-v0", "CartPole-v1"])
+def test_bad_environments_leave_no_run_directory(tmp_path, env_id):
+    done = subprocess.run([sys.executable, "-m", "rlcore.cli", "train", "caql", "--env", env_id, "--log-root",
+                           str(tmp_path / "logs"), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and env_id in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
+
+
+def damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "zero":
+        path.write_bytes(b"")
+    else:  # garbled: the zip's central directory overwritten with noise
+        noise = bytes(random.Random(0).getrandbits(8) for _ in range(4096))
+        path.write_bytes(data[:-4096] + noise)
+
+
+@pytest.mark.parametrize("how", ["truncated", "zero", "garbled"])
+def test_resume_falls_back_to_the_previous_checkpoint_and_ends_bit_identical(tmp_path, how):
+    full = train(CAQLConfig(**SMALL, run_dir=str(tmp_path / "full")))
+    train(CAQLConfig(**{**SMALL, "total_steps": 300}, run_dir=str(tmp_path / "cut")))
+    assert (tmp_path / "cut" / "checkpoint.prev.pt").is_file()
+    damage(tmp_path / "cut" / "checkpoint.pt", how)
+    fallback = r"checkpoint\.pt cannot be read .* Using the previous checkpoint .*step 150"
+    with pytest.warns(RuntimeWarning, match=fallback):
+        resumed = train(CAQLConfig(**SMALL, resume=str(tmp_path / "cut")))
+    assert_same_state(full.agent.state_dict(), resumed.agent.state_dict())
+    assert [e["returns"] for e in resumed.evaluations] == [e["returns"] for e in full.evaluations]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "evaluations.jsonl").read_text().splitlines()]
+    assert steps == [150, 300, 450]
+
+
+def test_damaged_checkpoints_are_one_line_errors(tmp_path):
+    train(CAQLConfig(**{**SMALL, "total_steps": 150}, run_dir=str(tmp_path / "run")))
+    damage(tmp_path / "run" / "checkpoint.pt", "truncated")  # the only checkpoint: nothing to fall back to
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt cannot be read \(.*\); the file is damaged"):
+        load_latest_checkpoint(tmp_path / "run")
+    for command in (["eval", str(tmp_path / "run")], ["train", "caql", "--resume", str(tmp_path / "run")]):
+        done = subprocess.run([sys.executable, "-m", "rlcore.cli", *command], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_python_random_is_seeded_and_resumed(tmp_path):
+    from rlcore.loops.session import RunSession
+
+    RunSession("caql", CAQLConfig(seed=7, progress=False, run_dir=str(tmp_path / "a"))).close()
+    first = random.random()
+    random.seed(7)
+    assert first == random.random()
+    result = train(CAQLConfig(**{**SMALL, "total_steps": 150}, run_dir=str(tmp_path / "run")))
+    state = load_latest_checkpoint(result.run_dir)["rng"]["python"]
+    random.setstate(state)
+    expected = random.random()
+    train(CAQLConfig(**{**SMALL, "total_steps": 150}, resume=str(tmp_path / "run")))  # finished: only restores
+    assert random.random() == expected
+
+
+def test_one_definition_of_the_spread(tmp_path, capsys):
+    result = train(CAQLConfig(**{**SMALL, "total_steps": 150}, run_dir=str(tmp_path / "run")))
+    last = result.evaluations[-1]
+    returns = torch.tensor(last["returns"], dtype=torch.float64)
+    assert last["return_std"] == pytest.approx(float(returns.std(correction=0)))
+    assert summarize(last["returns"]) == pytest.approx((last["return_mean"], last["return_std"]))
+    assert summarize([3.0]) == (3.0, 0.0)
+    evaluated = cli.evaluate_run(result.run_dir, episodes=3)
+    assert evaluated["return_std"] == pytest.approx(last["return_std"], abs=1e-4)
+    assert cli.main(["eval", str(result.run_dir), "--episodes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"± {last['return_std']:.1f} (population std)" in out and "episode seeds 1000004..1000006" in out
+
+
+def test_solver_options_take_ints_floats_strings_and_bools(tmp_path):
+    assert parse_solver_options(["presolve=false", "num_starts=4", "step=0.5", "backend=scip", "flag=True"]) == {
+        "presolve": False, "num_starts": 4, "step": 0.5, "backend": "scip", "flag": True}
+    assert parse_solver_options(['{"presolve": false, "time_limit": 0.5}']) == {"presolve": False, "time_limit": 0.5}
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_solver_options(["presolve"])
+    import tyro
+
+    config = tyro.cli(CAQLConfig, args=["--solver-options", "num_starts=4", "iterations=10"])
+    assert config.solver_options == {"num_starts": 4, "iterations": 10}
+    with pytest.raises(ValueError, match=r"solver 'ga' takes no time_limit; solver_time_limit applies to .*bnb"):
+        train(CAQLConfig(**SMALL, solver_time_limit=1.0, run_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
