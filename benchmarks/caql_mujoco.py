@@ -48,7 +48,7 @@ def run_one(spec: dict) -> dict:
     from rlcore import envs
     from rlcore.algos.caql import CAQLConfig, train
     from rlcore.loops import EnvConfig
-    from rlcore.loops.evaluation import evaluate
+    from rlcore.loops.evaluation import evaluate, summarize
 
     env_id, bound, set_kind, method, seed, steps = (spec[k] for k in ("env", "bound", "set", "method", "seed",
                                                                       "steps"))
@@ -89,7 +89,7 @@ def run_one(spec: dict) -> dict:
             def _on_step(self) -> bool:
                 if self.num_timesteps % eval_interval == 0:
                     returns = evaluate(policy, eval_env, seed=eval_seed)
-                    curve.append((self.num_timesteps, float(returns.mean()), float(returns.std())))
+                    curve.append((self.num_timesteps, *summarize(returns)))
                 return True
 
         algorithm = {"sac": SAC, "td3": TD3}[method]

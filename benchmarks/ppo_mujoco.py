@@ -60,9 +60,18 @@ class EvaluationClock:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from rlcore.loops.evaluation import evaluate
 
+        return self._timed(evaluate, *args, **kwargs)
+
+    def episodes(self, *args: Any, **kwargs: Any) -> Any:
+        """``evaluate_episodes``, timed (what the run session calls)."""
+        from rlcore.loops.evaluation import evaluate_episodes
+
+        return self._timed(evaluate_episodes, *args, **kwargs)
+
+    def _timed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         wall, cpu = time.perf_counter(), time.process_time()
         try:
-            return evaluate(*args, **kwargs)
+            return fn(*args, **kwargs)
         finally:
             self.wall += time.perf_counter() - wall
             self.cpu += time.process_time() - cpu
@@ -70,10 +79,11 @@ class EvaluationClock:
 
 def train_rlcore(spec: dict, clock: EvaluationClock) -> list[tuple[int, float, float]]:
     """Train rlcore PPO; returns its evaluation curve (step, mean return, std)."""
-    from rlcore.algos import on_policy, ppo
+    from rlcore.algos import ppo
+    from rlcore.loops import session
 
-    # The shared loop calls the evaluate it imported; time it with the same clock as SB3's evaluations.
-    on_policy.evaluate = clock
+    # The run session calls the evaluate_episodes it imported; time it with the same clock as SB3's evaluations.
+    session.evaluate_episodes = clock.episodes
     config = ppo.PPOConfig(
         env=spec["env"], total_steps=spec["steps"], seed=spec["seed"], num_envs=spec["num_envs"],
         num_steps=spec["num_steps"], num_minibatches=spec["num_steps"] * spec["num_envs"] // spec["batch_size"],
@@ -111,9 +121,11 @@ def train_sb3(spec: dict, clock: EvaluationClock) -> list[tuple[int, float, floa
         actions, _ = model.predict(venv.normalize_obs(obs.numpy()), deterministic=True)
         return torch.as_tensor(actions, dtype=torch.float32)
 
+    from rlcore.loops.evaluation import summarize
+
     def evaluate_at(step: int) -> None:
         returns = clock(policy, eval_env, seed=seed + 1_000_003)
-        curve.append((step, float(returns.mean()), float(returns.std(0))))
+        curve.append((step, *summarize(returns)))
 
     class Evaluate(BaseCallback):
         """Evaluate after the update that crosses a multiple of the interval, as rlcore's loop does."""

@@ -85,7 +85,7 @@ def _run_sb3(job: dict[str, Any]) -> list[dict[str, Any]]:
     from stable_baselines3.common.callbacks import BaseCallback
 
     from rlcore import envs
-    from rlcore.loops.evaluation import evaluate
+    from rlcore.loops.evaluation import evaluate, summarize
 
     env = gym.make(job["env"])
     model = SAC("MlpPolicy", env, learning_rate=3e-4, buffer_size=1_000_000, learning_starts=job["warmup"],
@@ -104,7 +104,7 @@ def _run_sb3(job: dict[str, Any]) -> list[dict[str, Any]]:
             if self.num_timesteps % job["eval_interval"] == 0 or self.num_timesteps == job["steps"]:
                 returns = evaluate(policy, eval_env, seed=job["seed"] + 1_000_003)
                 evaluations.append({"step": self.num_timesteps, "return_mean": float(returns.mean()),
-                                    "return_std": float(returns.std()), "wall_seconds": time.perf_counter() - start})
+                                    "return_std": summarize(returns)[1], "wall_seconds": time.perf_counter() - start})
             return True
 
     model.learn(total_timesteps=job["steps"], callback=Evaluate())

@@ -213,7 +213,7 @@ def _interval_step(weight: torch.Tensor, bias: torch.Tensor, lower: torch.Tensor
 def _columns_mm(coef: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """``coef[N, A, h] @ matrix[h, h']`` as one matrix product (``matmul`` may pick a slow batched one)."""
     n, a, h = coef.shape
-    return (coef.reshape(n * a, h) @ matrix).reshape(n, a, -1)
+    return (coef.reshape(n * a, h) @ matrix).reshape(n, a, matrix.shape[1])
 
 
 def _backward(rows: torch.Tensor, row_bias: torch.Tensor, weights: list[torch.Tensor],
@@ -331,8 +331,14 @@ def interval_bounds(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: Action
 
 
 def crown_bounds(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
-                 dtype: torch.dtype | None = None, intermediate: Intermediate = "backward") -> LayerBounds:
-    """CROWN backward linear bounds, intersected with IBP layer by layer (never looser than IBP)."""
+                 dtype: torch.dtype | None = None, intermediate: Intermediate | None = None) -> LayerBounds:
+    """CROWN backward linear bounds, intersected with IBP layer by layer (never looser than IBP).
+
+    ``intermediate=None`` picks ``"forward"`` for nets with at most two hidden layers, where it gives
+    the same bounds as ``"backward"`` (up to rounding) at a fraction of the cost, else ``"backward"``.
+    """
+    if intermediate is None:
+        intermediate = "forward" if len(net.hidden_sizes) <= 2 else "backward"
     return linear_layers(*_setup(net, fixed_inputs, action_set, dtype), intermediate=intermediate)
 
 
@@ -358,7 +364,7 @@ def obbt_bounds(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
 
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     weights, biases, domain = _setup(net, fixed_inputs, action_set, dtype)
-    start = linear_layers(weights, biases, domain, intermediate="backward")
+    start = linear_layers(weights, biases, domain, intermediate="forward" if len(weights) <= 3 else "backward")
     tightened = tighten(weights, biases, domain, start, deadline)
     final = linear_layers(weights, biases, domain, intermediate="backward", given=tightened)
     # CROWN is not monotone in its intermediate bounds (the adaptive slopes change), so keep the better one.

@@ -24,6 +24,7 @@ action set. :func:`encode` writes, through a small :class:`Writer` adapter (one 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,8 +102,17 @@ def _affine(writer: Writer, prev: list, row: np.ndarray, bias: float) -> Any:
     return writer.total(terms) + float(bias) if terms else float(bias)
 
 
-def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: str = "quadratic") -> Encoding:
-    """Write constraints (1)-(10) through ``writer``; returns the variable handles and the objective."""
+class OutOfTime(Exception):
+    """Raised by :func:`encode` when its deadline passes before the model is written."""
+
+
+def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: str = "quadratic",
+           deadline: float | None = None) -> Encoding:
+    """Write constraints (1)-(10) through ``writer``; returns the variable handles and the objective.
+
+    With ``deadline`` (a ``time.perf_counter()`` reading) it raises :class:`OutOfTime` once that has
+    passed, checked at every neuron, so that a large model does not outlast the time it was given.
+    """
     if formulation not in ("bigm", "sos1"):
         raise ValueError(f"formulation must be 'bigm' or 'sos1', got {formulation!r}.")
     actions = [writer.var(float(lo), float(hi)) for lo, hi in zip(problem.low, problem.high, strict=True)]
@@ -122,6 +132,8 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
     for k in range(len(problem.weights) - 1):
         layer: list = []
         for j in range(problem.weights[k].shape[0]):
+            if deadline is not None and time.perf_counter() >= deadline:
+                raise OutOfTime(f"the model was not written by its deadline (layer {k + 1}, neuron {j})")
             lo, up = float(problem.lower[k][j]), float(problem.upper[k][j])
             if up <= 0:  # (2)
                 layer.append(None)

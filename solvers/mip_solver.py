@@ -19,7 +19,9 @@ best incumbent and the bound still valid).
 ``time_limit`` is the wall-clock budget of the whole ``solve`` call, as for ``bnb``: steps 1-2 stop early
 when it runs out (the ascent after evaluating its starts, OBBT after the current LP), and in step 4
 each state, when it starts, takes its fair share of what is left (``remaining / states still to start
-on its worker``; time a state does not use rolls over to the next), its model building included. With
+on its worker``; time a state does not use rolls over to the next), its model building included (a
+state whose model takes longer to build than its share may solve for as long as it built, never past
+the deadline; see :mod:`solvers.mip_backends`). With
 a process pool the budget is the batch's wall clock too: workers read a shared deadline, and states
 that no worker reached in time are not waited for. A state whose MIP got no time keeps the incumbent
 of step 1 and the bound of step 2, with status ``TIME_LIMIT``.

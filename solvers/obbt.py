@@ -56,12 +56,15 @@ def tighten(weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Dom
                 solver.Add(s_i >= a_i - float(c_i))
                 solver.Add(s_i >= float(c_i) - a_i)
             solver.Add(solver.Sum(spread) <= domain.radius)
-        prev: list = list(inputs)  # variables (or None for dead neurons) of the previous layer
+        prev: list | None = list(inputs)  # variables (or None for dead neurons) of the previous layer
         for k in range(len(ws) - 1):
             bias = bs[k][sample] if bs[k].ndim == 2 else bs[k]
             if k >= 1:
                 _tighten_layer(solver, prev, ws[k], bias, lower[k][sample], upper[k][sample], deadline)
-            prev = _add_relu_layer(solver, prev, ws[k], bias, lower[k][sample], upper[k][sample], k)
+            if k + 2 < len(ws):  # the last hidden layer's LP variables would feed no tightening
+                prev = _add_relu_layer(solver, prev, ws[k], bias, lower[k][sample], upper[k][sample], k, deadline)
+            if prev is None:
+                break
     as_tensor = [torch.as_tensor(x, dtype=start.lower[0].dtype, device=start.lower[0].device) for x in lower]
     as_tensor_up = [torch.as_tensor(x, dtype=start.lower[0].dtype, device=start.lower[0].device) for x in upper]
     return LayerBounds(as_tensor, as_tensor_up, start.output_upper, start.output_lower)
@@ -103,9 +106,12 @@ def _tighten_layer(solver, prev: list, weight: np.ndarray, bias: np.ndarray, low
 
 
 def _add_relu_layer(solver, prev: list, weight: np.ndarray, bias: np.ndarray, lower: np.ndarray,
-                    upper: np.ndarray, layer: int) -> list:
+                    upper: np.ndarray, layer: int, deadline: float | None = None) -> list | None:
+    """The triangle relaxation of one layer; ``None`` if ``deadline`` passes first."""
     out: list = []
     for j in range(weight.shape[0]):
+        if deadline is not None and time.perf_counter() >= deadline:
+            return None
         lo, up = float(lower[j]), float(upper[j])
         if up <= 0:
             out.append(None)

@@ -112,6 +112,7 @@ def test_bad_config_raises():
         train(CAQLConfig(total_steps=0))
 
 
+@pytest.mark.slow  # a learning run of minutes: the slow set, which CI runs after the default suite
 def test_caql_ga_learns_pendulum(tmp_path):
     # A random policy scores about -1200 on Pendulum-v1; CAQL-GA passes -700 within 6k steps
     # (measured: about -200 at 6k steps, some 30 s on one core).

@@ -15,6 +15,7 @@ ACCELERATED = dict(env=EnvConfig("Pendulum-v1", action_bound=1.0), dual_filter=T
                    eval_episodes=5, progress=False)
 
 
+@pytest.mark.slow  # a learning run of minutes: the slow set, which CI runs after the default suite
 def test_caql_bnb_learns_constrained_pendulum(tmp_path):
     config = CAQLConfig(**ACCELERATED, solver="bnb", total_steps=5000, eval_interval=2500, seed=3,
                         solver_options={"ga_starts": 8, "ga_iterations": 20}, run_dir=str(tmp_path / "bnb"))

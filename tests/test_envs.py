@@ -102,11 +102,11 @@ def test_bad_actions_raise(actions, message):
         env.step(actions)
 
 
-def test_unknown_id_and_discrete_space_raise():
+def test_unknown_id_and_constrained_discrete_space_raise():
     with pytest.raises(ValueError, match="unknown or unavailable environment id 'Hoper-v5'"):
         envs.make("Hoper-v5")
-    with pytest.raises(ValueError, match="Discrete action space"):
-        envs.make("CartPole-v1")
+    with pytest.raises(ValueError, match="CartPole-v1 has a Discrete action space; action_set/action_bound"):
+        envs.make("CartPole-v1", action_bound=1.0)
     with pytest.raises(ValueError, match="either action_set or action_bound"):
         envs.make("Pendulum-v1", action_bound=1.0, action_set=ActionSet.box(-1.0, 1.0))
 

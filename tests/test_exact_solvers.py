@@ -74,7 +74,10 @@ CROSS_CASES = [(3, "box"), (6, "box"), (3, "l2_ball"), (4, "l2_ball"), (3, "l1_b
 def test_exact_solvers_agree_with_each_other(dim, kind):
     net, aset = _net(dim, hidden=(10, 8), seed=10 + dim), _set(kind, dim)
     x = torch.randn(2, 3, generator=torch.Generator().manual_seed(dim))
-    results = {name: _make(name, time_limit=30.0).solve(net, x, aset) for name in EXACT}
+    # The MILP backends approximate an l2 ball by cuts; in 6 dims 30 rounds leave a gap above 1e-4.
+    rounds = {"max_cut_rounds": 100} if kind == "l2_ball" and dim >= 6 else {}
+    results = {name: _make(name, time_limit=30.0, **(rounds if name in ("ortools-highs", "ortools-cbc") else {}))
+               .solve(net, x, aset) for name in EXACT}
     results["scip-sos1"] = _make("scip", formulation="sos1", bounds="obbt").solve(net, x, aset)
     for name, result in results.items():
         _check_result(net, x, aset, result)

@@ -78,7 +78,7 @@ def test_dual_filter_leaves_the_hinge_loss_and_active_targets_unchanged():
     q = agent.q(batch.obs, batch.actions).detach()
     assert 0 < step.metrics["maxq_filtered"] < 64, step.metrics
     # Solved samples: the same target up to the solver's gap; filtered ones keep their bound.
-    solved = step.solved.nonzero().flatten()
+    solved = step.solved_index
     torch.testing.assert_close(filtered[solved], full[solved], atol=1e-5, rtol=0)
     assert (filtered >= full - 1e-5).all()
     for multiplier in (0.5, 1.0, 10.0):
@@ -93,6 +93,6 @@ def test_clustering_solves_fewer_and_stays_below_the_bound():
     clustered, step = agent.compute_targets(batch)
     full, _ = _agent().compute_targets(batch)
     assert step.metrics["maxq_clustered"] > 0 and step.metrics["maxq_solved"] < 64 - batch.terminated.sum()
-    torch.testing.assert_close(clustered[step.solved], full[step.solved], atol=1e-5, rtol=0)
+    torch.testing.assert_close(clustered[step.solved_index], full[step.solved_index], atol=1e-5, rtol=0)
     summary = agent.summary()
     assert summary["maxq_fraction_avoided"] == pytest.approx(1 - step.metrics["maxq_solved"].item() / 64)

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from rlcore.models import (
-    EnsembleMLP,
     ModelEnv,
     ProbabilisticEnsemble,
     collect_rollouts,
@@ -16,6 +15,7 @@ from rlcore.models import (
     rollout_horizon,
     termination_fn,
 )
+from rlcore.networks import EnsembleMLP
 from solvers import ActionSet
 
 A = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.95]])

@@ -121,6 +121,7 @@ def test_cli_trains_resumes_and_evaluates_ppo(tmp_path):
     assert evaluated.returncode == 0 and "over 2 episodes" in evaluated.stdout, evaluated.stderr
 
 
+@pytest.mark.slow  # a learning run of minutes: the slow set, which CI runs after the default suite
 @pytest.mark.parametrize("module", [ppo, rwr], ids=["ppo", "rwr"])
 def test_learns_inverted_pendulum_at_a_small_budget(module, tmp_path):
     # A uniformly random policy scores about 5 here (the pole falls within a few steps); 1000 is the maximum.

@@ -69,6 +69,7 @@ def test_registered_for_the_cli_and_bad_config_raises():
         train(SACConfig(tau=0.0))
 
 
+@pytest.mark.slow  # a learning run of minutes: the slow set, which CI runs after the default suite
 def test_sac_learns_inverted_pendulum(tmp_path):
     # A random policy balances for about 5-25 steps (evaluation return ~20); small-network SAC passes 80
     # within 3k steps (measured about 50 s on a shared core; the best evaluation 100-300).

@@ -171,6 +171,7 @@ LEARN = dict(env="InvertedPendulum-v5", total_steps=3000, learning_starts=500, r
              rollouts_per_update=32, eval_interval=500, eval_episodes=5, seed=1, progress=False)
 
 
+@pytest.mark.slow  # a learning run of minutes: the slow set, which CI runs after the default suite
 def test_model_free_vmbpo_learns_inverted_pendulum(tmp_path):
     # Random actions balance for about 5-25 steps (evaluation return ~25). Measured with this seed:
     # 25, 38, 67, 89, 80, 79 at 500-step intervals (about 60 s on a free core, 170 s on a busy one).
@@ -179,6 +180,7 @@ def test_model_free_vmbpo_learns_inverted_pendulum(tmp_path):
     assert returns[0] < 40 and max(returns) > 55 and min(returns[-3:]) > 40, returns
 
 
+@pytest.mark.slow  # a learning run of minutes: the slow set, which CI runs after the default suite
 def test_model_based_vmbpo_learns_inverted_pendulum(tmp_path):
     # Measured with this seed: 25, 42, 65, 64, 58, 65 (model transitions from step ~900). It learns more
     # slowly than the model-free variant at this budget (see benchmarks/results/vmbpo_mujoco.md).

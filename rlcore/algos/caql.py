@@ -122,9 +122,19 @@ class MaxQStep:
 
     result: solvers.MaxQResult | None
     """The solver's answer for the states it was asked about (None if every sample was filtered)."""
-    solved: torch.Tensor
-    """``[B]`` bool: the states of the batch whose max-Q was solved (terminal ones included when every state
-    was solved: their targets ignore it)."""
+    solved_index: torch.Tensor | None
+    """Indices (into the batch) of the states that were solved, in the order of ``result``'s rows; None when
+    every state of the batch was solved (terminal ones included: their targets ignore it)."""
+
+    @property
+    def solved(self) -> torch.Tensor:
+        """``[B]`` bool mask of the solved states (a convenience for inspection; it waits on the device)."""
+        size = self.metrics["maxq_posed"].long()
+        if self.solved_index is None:
+            return torch.ones(int(size), dtype=torch.bool)
+        mask = torch.zeros(int(size), dtype=torch.bool, device=self.solved_index.device)
+        mask[self.solved_index] = True
+        return mask
     metrics: dict[str, torch.Tensor]
 
 
@@ -153,8 +163,7 @@ class CAQLAgent:
         self.use_dynamic_tolerance = (self.exact_solver if config.dynamic_tolerance is None
                                       else config.dynamic_tolerance)
         self.cluster_generator = torch.Generator(device=self.device).manual_seed(config.seed + 3)
-        self.maxq_totals: dict[str, torch.Tensor | float] = {"posed": 0.0, "filtered": 0.0, "clustered": 0.0,
-                                                             "solved": 0.0}
+        self.maxq_totals = {"posed": 0, "filtered": 0, "clustered": 0, "solved": 0}
         self.q_relu = solvers.ReLUNet.from_torch(self.q, obs_dim)  # views of q's parameters: always current
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
         self.updates = 0
@@ -205,7 +214,6 @@ class CAQLAgent:
                 bound = compute_bounds(c.bound_method, relu_net, batch.next_obs, self.action_set).output_upper
                 upper = torch.minimum(upper, bound.to(upper.dtype))
         next_value = torch.where(torch.isfinite(upper), upper, torch.zeros_like(upper))
-        solved = torch.ones(batch_size, dtype=torch.bool, device=self.device)
         if c.dual_filter or c.cluster_radius > 0:
             # Which states to solve depends on the data: indices, and so one wait on the device per update.
             active = (dual_filter(batch.rewards, batch.terminated, upper, q_values, c.gamma) if c.dual_filter
@@ -234,8 +242,6 @@ class CAQLAgent:
                 next_value = self._target_value(states, result.actions)
             else:
                 next_value[solve_index] = self._target_value(states, result.actions)
-                solved = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
-                solved[solve_index] = True
             if centre_of is not None:
                 others = active_index[centre_of != active_index]
                 if others.numel() > 0:
@@ -244,21 +250,14 @@ class CAQLAgent:
                     centres = centre_of[centre_of != active_index]
                     next_value[others] = taylor_estimates(self._target_value, batch.next_obs[centres],
                                                           maximiser[centres], batch.next_obs[others], upper[others])
-        elif solve_index is not None:
-            solved = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
 
         targets = batch.rewards + c.gamma * (1.0 - batch.terminated) * next_value
-        # Counts stay on the device (tensors): they are read when the loop logs, not at every update.
-        nonterminal = (batch.terminated < 0.5).sum()
-        counts = {"posed": torch.tensor(float(batch_size), device=self.device),
-                  "filtered": (batch_size - nonterminal if active_index is None else
-                               torch.tensor(float(batch_size - num_active), device=self.device)).float(),
-                  "clustered": torch.tensor(float(num_active - num_solved), device=self.device),
-                  "solved": (nonterminal.float() if active_index is None
-                             else torch.tensor(float(num_solved), device=self.device))}
+        # The counts are known on the host in both branches above: no wait on the device for them.
+        counts = {"posed": batch_size, "filtered": batch_size - num_active, "clustered": num_active - num_solved,
+                  "solved": num_solved}
         for key, value in counts.items():
-            self.maxq_totals[key] = self.maxq_totals[key] + value
-        metrics = {f"maxq_{key}": value for key, value in counts.items()}
+            self.maxq_totals[key] += value
+        metrics = {f"maxq_{key}": torch.tensor(float(value)) for key, value in counts.items()}
         metrics["maxq_solve_seconds"] = torch.tensor(result.solve_seconds if result is not None else 0.0)
         if tolerance is not None:
             metrics["maxq_tolerance"] = torch.tensor(float(tolerance))
@@ -270,7 +269,7 @@ class CAQLAgent:
             status_counts = torch.bincount(result.status.long(), minlength=len(solvers.SolveStatus)).float()
             for status in solvers.SolveStatus:
                 metrics[f"maxq_status_{status.name.lower()}"] = status_counts[status]
-        return targets, MaxQStep(result, solved, metrics)
+        return targets, MaxQStep(result, solve_index, metrics)
 
     def _target_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         value = self.q_target(states, actions)
@@ -278,10 +277,10 @@ class CAQLAgent:
 
     def summary(self) -> dict[str, float]:
         """Totals of max-Q problems posed, filtered, clustered and solved, and the fraction avoided."""
-        totals = {key: int(float(value)) for key, value in self.maxq_totals.items()}
-        posed = totals["posed"]
-        avoided = 1.0 - totals["solved"] / posed if posed else 0.0
-        return {f"maxq_{key}_total": value for key, value in totals.items()} | {"maxq_fraction_avoided": avoided}
+        posed = self.maxq_totals["posed"]
+        avoided = 1.0 - self.maxq_totals["solved"] / posed if posed else 0.0
+        return {f"maxq_{key}_total": value for key, value in self.maxq_totals.items()} | {
+            "maxq_fraction_avoided": avoided}
 
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         c = self.config
@@ -300,8 +299,7 @@ class CAQLAgent:
 
         # The action function regresses Q(s', pi(s')) on the max-Q value where one was solved; only pi moves.
         if maxq.result is not None:
-            states = batch.next_obs if maxq.result.values.shape[0] == batch.rewards.shape[0] else (
-                batch.next_obs[maxq.solved])
+            states = batch.next_obs if maxq.solved_index is None else batch.next_obs[maxq.solved_index]
             self.q.requires_grad_(False)
             actor_loss = (self.q(states, self.actor(states)) - maxq.result.values).pow(2).mean()
             self.q.requires_grad_(True)
@@ -322,8 +320,7 @@ class CAQLAgent:
             "q", "q_target", "q_target2", "actor", "q_optimizer", "actor_optimizer", "lambda_optimizer")}
         state.update(log_lambda=self.log_lambda.detach().clone(), updates=self.updates,
                      noise_generator=self.noise_generator.get_state(),
-                     cluster_generator=self.cluster_generator.get_state(),
-                     maxq_totals={key: float(value) for key, value in self.maxq_totals.items()})
+                     cluster_generator=self.cluster_generator.get_state(), maxq_totals=dict(self.maxq_totals))
 
         if self.solver_capabilities.rng_state:
             state["solver_rng"] = self.solver.get_rng_state()
@@ -337,7 +334,7 @@ class CAQLAgent:
         self.updates = state["updates"]
         self.noise_generator.set_state(state["noise_generator"])
         self.cluster_generator.set_state(state["cluster_generator"])
-        self.maxq_totals = {key: float(value) for key, value in state["maxq_totals"].items()}
+        self.maxq_totals = dict(state["maxq_totals"])
         if "solver_rng" in state and self.solver_capabilities.rng_state:
             self.solver.set_rng_state(state["solver_rng"])
 

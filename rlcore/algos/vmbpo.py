@@ -120,7 +120,7 @@ from rlcore.objectives import linex_loss, polyak_update, temperature_step
 class VMBPOConfig(SACConfig):
     """VMBPO settings. The E-step's actor-critic core shares SAC's settings (:class:`~rlcore.algos.sac.SACConfig`:
     networks, learning rates, discount, Polyak rate, entropy temperature) and the shared loop's (including the
-    update-to-data ratio ``updates_per_step``, in :class:`~rlcore.training.TrainConfig`)."""
+    update-to-data ratio ``updates_per_step``, in :class:`~rlcore.loops.TrainConfig`)."""
 
     variant: Literal["model_based", "model_free"] = "model_based"
     """E-step on ensemble rollouts mixed with real data, or on real transitions only."""

@@ -32,7 +32,7 @@ from rlcore.objectives import validate_args
 
 @dataclass
 class OnPolicyConfig(RunConfig):
-    """Settings shared by every on-policy algorithm (the common ones are in :class:`~rlcore.session.RunConfig`)."""
+    """Settings shared by every on-policy algorithm (the common ones are in :class:`~rlcore.loops.RunConfig`)."""
 
     total_steps: int = 100_000
     """Environment steps to train for (summed over parallel environments)."""

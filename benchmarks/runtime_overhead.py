@@ -1,0 +1,148 @@
+"""Steps per second of every algorithm before and after a change to the shared runtime, in one run.
+
+The "before" code is a git revision (default: the commit before the runtime refactor) unpacked with
+``git archive`` into a temporary folder; "after" is this checkout. Each algorithm runs the same ``rlcore train``
+command on both, the two sides side by side (one process each, one torch thread), ``--repeats`` times; the
+reported figure is the ratio of median steps per second, after / before (above 1: faster now). Steps per
+second are the run's own ``steps_per_second_this_session`` (training, its one final evaluation and checkpoint).
+
+    python benchmarks/runtime_overhead.py                 # run what is missing, then write the report
+    python benchmarks/runtime_overhead.py --summarise-only
+
+Results: ``benchmarks/results/runtime_overhead.{json,md}``, one JSON per run in ``runtime_overhead_runs/``
+(a run whose file exists is skipped, so an interrupted benchmark continues where it stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = RESULTS / "runtime_overhead_runs"
+BEFORE_REV = "68fc5d9"
+"""The last commit before the runtime refactor (rlcore/loops, rlcore/networks, the wider env contract)."""
+
+COMMON = ["--eval-episodes", "1", "--no-progress", "--seed", "1"]
+CASES: dict[str, list[str]] = {
+    "caql": ["caql", "--env", "Pendulum-v1", "--total-steps", "3000", "--learning-starts", "500",
+             "--eval-interval", "3000", "--checkpoint-interval", "3000"],
+    "sac": ["sac", "--env", "Hopper-v5", "--total-steps", "2000", "--learning-starts", "500", "--random-steps", "500",
+            "--eval-interval", "2000", "--checkpoint-interval", "2000"],
+    "vmbpo": ["vmbpo", "--env", "Hopper-v5", "--total-steps", "1500", "--learning-starts", "500",
+              "--random-steps", "500", "--eval-interval", "1500", "--checkpoint-interval", "1500"],
+    "ppo": ["ppo", "--env", "Hopper-v5", "--total-steps", "16384", "--eval-interval", "16384",
+            "--checkpoint-interval", "16384"],
+    "rwr": ["rwr", "--env", "Hopper-v5", "--total-steps", "16384", "--eval-interval", "16384",
+            "--checkpoint-interval", "16384"],
+}
+
+
+def unpack(rev: str, into: Path) -> Path:
+    """The tree of ``rev`` in ``into/rev`` (``git archive``; nothing in this checkout changes)."""
+    target = into / rev
+    if not target.exists():
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def launch(side: str, source: Path, algo: str, repeat: int, work: Path) -> tuple[subprocess.Popen, Path]:
+    run_dir = work / f"{algo}-{side}-{repeat}"
+    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "rlcore.cli", "train", *CASES[algo], *COMMON, "--run-dir", str(run_dir)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), run_dir
+
+
+def run_missing(repeats: int, rev: str, algos: list[str]) -> None:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rlcore-overhead-") as tmp:
+        work = Path(tmp)
+        before = unpack(rev, work)
+        for repeat in range(repeats):
+            for algo in algos:
+                path = RUNS / f"{algo}-{repeat}.json"
+                if path.exists():
+                    continue
+                started = time.perf_counter()
+                # Both sides at once, one core each: the same machine load for both.
+                jobs = {side: launch(side, source, algo, repeat, work)
+                        for side, source in (("before", before), ("after", ROOT))}
+                record: dict[str, object] = {"algo": algo, "repeat": repeat, "before_rev": rev,
+                                             "command": CASES[algo] + COMMON}
+                for side, (process, run_dir) in jobs.items():
+                    _, stderr = process.communicate()
+                    if process.returncode != 0:
+                        raise SystemExit(f"{algo} ({side}) failed:\n{stderr[-2000:]}")
+                    summary = json.loads((run_dir / "summary.json").read_text())
+                    record[side] = summary["steps_per_second_this_session"]
+                    record[f"{side}_final_return"] = summary["final_return_mean"]
+                tmp_path = path.with_suffix(".json.tmp")
+                tmp_path.write_text(json.dumps(record, indent=2))
+                tmp_path.replace(path)
+                print(f"{algo} #{repeat}: before {record['before']:.1f} steps/s, after {record['after']:.1f} "
+                      f"steps/s ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def summarise() -> None:
+    rows, missing = [], []
+    records = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    for algo in CASES:
+        mine = [r for r in records if r["algo"] == algo]
+        if not mine:
+            missing.append(algo)
+            continue
+        before = statistics.median(r["before"] for r in mine)
+        after = statistics.median(r["after"] for r in mine)
+        pair_ratios = [r["after"] / r["before"] for r in mine]
+        same_return = all(r["before_final_return"] == r["after_final_return"] for r in mine)
+        rows.append({"algo": algo, "repeats": len(mine), "before_steps_per_second": before,
+                     "after_steps_per_second": after, "ratio": after / before, "pair_ratios": pair_ratios,
+                     "same_final_return": same_return, "command": " ".join(mine[0]["command"])})
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    report = {"before_rev": records[0]["before_rev"] if records else BEFORE_REV, "machine": machine, "rows": rows,
+              "missing": missing}
+    (RESULTS / "runtime_overhead.json").write_text(json.dumps(report, indent=2))
+    lines = ["# Runtime refactor: steps per second before and after", "",
+             f"Before: commit `{report['before_rev']}`; after: this commit. Both sides of each row ran side by side "
+             f"in one run, one process and one torch thread each, on {machine}. Median over repeats; the ratio is "
+             "after / before (above 1: faster now). Reproduce: `python benchmarks/runtime_overhead.py`.", "",
+             "| algorithm | repeats | before (steps/s) | after (steps/s) | ratio | per-pair ratios | same return |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        pairs = ", ".join(f"{r:.2f}" for r in row["pair_ratios"])
+        lines.append(f"| {row['algo']} | {row['repeats']} | {row['before_steps_per_second']:.1f} | "
+                     f"{row['after_steps_per_second']:.1f} | {row['ratio']:.2f} | {pairs} | "
+                     f"{'yes' if row['same_final_return'] else 'no'} |")
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
+    lines += ["", "Commands (with `--eval-episodes 1 --no-progress --seed 1 --run-dir ...`):", ""]
+    lines += [f"- {row['algo']}: `rlcore train {' '.join(CASES[row['algo']])}`" for row in rows]
+    (RESULTS / "runtime_overhead.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' code")
+    parser.add_argument("--algos", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--summarise-only", action="store_true")
+    args = parser.parse_args()
+    if not args.summarise_only:
+        run_missing(args.repeats, args.before, args.algos)
+    summarise()
+
+
+if __name__ == "__main__":
+    main()
