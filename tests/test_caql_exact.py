@@ -17,7 +17,9 @@ ACCELERATED = dict(env=EnvConfig("Pendulum-v1", action_bound=1.0), dual_filter=T
 
 @pytest.mark.slow  # a learning run of minutes: the slow set, which CI runs after the default suite
 def test_caql_bnb_learns_constrained_pendulum(tmp_path):
-    config = CAQLConfig(**ACCELERATED, solver="bnb", total_steps=5000, eval_interval=2500, seed=3,
+    # Measured on a 2-core AMD EPYC (2026-12-01): -1015 at 5k steps (the same before and after the runtime
+    # refactor: this machine's kernels differ from the one where 5k steps once sufficed), -371 at 7.5k.
+    config = CAQLConfig(**ACCELERATED, solver="bnb", total_steps=7500, eval_interval=2500, seed=3,
                         solver_options={"ga_starts": 8, "ga_iterations": 20}, run_dir=str(tmp_path / "bnb"))
     result = train(config)
     assert result.final_return > -800, result.evaluations

@@ -19,8 +19,7 @@ from rlcore import envs
 from rlcore.envs.spaces import sample_actions
 from rlcore.envs.structured import obs_to
 from rlcore.loops.replay import ReplayBuffer, TransitionBatch
-from rlcore.loops.session import EnvSource, RunConfig, RunSession, TrainResult, crossed, make_env
-from rlcore.objectives import validate_args
+from rlcore.loops.session import EnvSource, RunConfig, RunSession, TrainResult, crossed, make_env, run_session
 
 __all__ = ["AgentFactory", "OffPolicyAgent", "RunConfig", "TrainConfig", "TrainResult", "make_env",
            "train_off_policy"]
@@ -72,14 +71,7 @@ def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory, e
     ``env`` / ``eval_env`` are environments or factories ``seed -> BatchedEnv`` (see
     :class:`~rlcore.loops.session.RunSession`); None builds them from ``config.env``.
     """
-    session = RunSession(algo, config, env, eval_env)
-    try:
-        agent = make_agent(config, session.env)
-    except Exception:
-        session.close()
-        raise
-    with validate_args(False):
-        return _run(session, config, agent)
+    return run_session(algo, config, make_agent, _run, env, eval_env)
 
 
 def _run(session: RunSession, config: TrainConfig, agent: OffPolicyAgent) -> TrainResult:

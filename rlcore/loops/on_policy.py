@@ -26,8 +26,7 @@ import torch
 from rlcore import envs
 from rlcore.envs.structured import obs_to
 from rlcore.loops.rollout_storage import Rollout, RolloutStorage, episode_statistics
-from rlcore.loops.session import EnvSource, RunConfig, RunSession, TrainResult
-from rlcore.objectives import validate_args
+from rlcore.loops.session import EnvSource, RunConfig, RunSession, TrainResult, run_session
 
 
 @dataclass
@@ -72,14 +71,7 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory,
     :class:`~rlcore.loops.session.RunSession`); None builds them from ``config.env``. ``update`` receives
     ``progress`` in [0, 1), the fraction of ``total_steps`` done before the rollout (for learning-rate annealing).
     """
-    session = RunSession(algo, config, env, eval_env)
-    try:
-        agent = make_agent(config, session.env)
-    except Exception:
-        session.close()
-        raise
-    with validate_args(False):
-        return _run(session, config, agent)
+    return run_session(algo, config, make_agent, _run, env, eval_env)
 
 
 def _run(session: RunSession, config: OnPolicyConfig, agent: OnPolicyAgent) -> TrainResult:

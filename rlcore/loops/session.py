@@ -45,6 +45,7 @@ from rlcore.loops.run_dir import (
     save_config,
     write_evaluations,
 )
+from rlcore.objectives import validate_args
 from solvers import ActionSet
 
 EnvFactory = Callable[[int], envs.BatchedEnv]
@@ -323,3 +324,18 @@ class RunSession:
         """Release the environments of a session that did not start (its agent could not be built)."""
         self.env.close()
         self.eval_env.close()
+
+
+def run_session(algo: str, config: RunConfig, make_agent: Callable[[Any, envs.BatchedEnv], Any],
+                loop: Callable[[RunSession, Any, Any], TrainResult], env: EnvSource | None = None,
+                eval_env: EnvSource | None = None) -> TrainResult:
+    """What both loops do around their own ``loop(session, config, agent)``: open the session, make the agent
+    (a failure leaves nothing on disk), and run the loop with the value checks of the objectives off."""
+    session = RunSession(algo, config, env, eval_env)
+    try:
+        agent = make_agent(config, session.env)
+    except Exception:
+        session.close()
+        raise
+    with validate_args(False):
+        return loop(session, config, agent)
