@@ -63,12 +63,13 @@ class ReplayBuffer:
         n = batch_size(obs)
         index = (self.position + torch.arange(n, device=self.device)) % self.capacity
 
-        def write(store: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-            store[index] = value.to(self.device).reshape(n, *store.shape[1:])
-            return store
-
         for name in _FIELDS:
-            map_obs(write, self.storage[name], values[name])
+            store, value = self.storage[name], values[name]
+            if isinstance(store, dict):
+                for key, sub in store.items():
+                    sub[index] = value[key].to(self.device).reshape(n, *sub.shape[1:])
+            else:
+                store[index] = value.to(self.device).reshape(n, *store.shape[1:])
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 

@@ -63,13 +63,31 @@ class RolloutStorage:
         self.rollout = Rollout(**fields)
         per_field = [_step_views(fields[name], self.num_steps) for name in _STEP_FIELDS]
         self._views = list(zip(*per_field, strict=True))
+        # Tensor observations (the common case) take the direct path: six copies, nothing else per step.
+        self._flat = not any(isinstance(fields[name], dict) for name in _STEP_FIELDS)
 
     def add(self, t: int, obs: Any, actions: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
             truncated: torch.Tensor, final_obs: Any, extras: dict[str, torch.Tensor]) -> None:
-        step = {"obs": obs, "actions": actions, "rewards": reward, "terminated": terminated, "truncated": truncated,
-                "final_obs": final_obs}
         if self.rollout is None:
-            self._allocate(step)
+            self._allocate(_as_step(obs, actions, reward, terminated, truncated, final_obs))
+        if self._flat:
+            obs_view, actions_view, reward_view, terminated_view, truncated_view, final_obs_view = self._views[t]
+            obs_view.copy_(obs)
+            actions_view.copy_(actions)
+            reward_view.copy_(reward)
+            terminated_view.copy_(terminated)
+            truncated_view.copy_(truncated)
+            final_obs_view.copy_(final_obs)
+        else:
+            self._copy_structured(t, _as_step(obs, actions, reward, terminated, truncated, final_obs))
+        for key, value in extras.items():
+            if key not in self._extra_views:
+                storage = self._storage(value)
+                self.rollout.extras[key] = storage
+                self._extra_views[key] = list(storage)
+            self._extra_views[key][t].copy_(value)
+
+    def _copy_structured(self, t: int, step: dict[str, Any]) -> None:
         for view, name in zip(self._views[t], _STEP_FIELDS, strict=True):
             value = step[name]
             if isinstance(view, dict):
@@ -77,12 +95,12 @@ class RolloutStorage:
                     sub.copy_(value[key])
             else:
                 view.copy_(value)
-        for key, value in extras.items():
-            if key not in self._extra_views:
-                storage = self._storage(value)
-                self.rollout.extras[key] = storage
-                self._extra_views[key] = list(storage)
-            self._extra_views[key][t].copy_(value)
+
+
+def _as_step(obs: Any, actions: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
+             truncated: torch.Tensor, final_obs: Any) -> dict[str, Any]:
+    return {"obs": obs, "actions": actions, "rewards": reward, "terminated": terminated, "truncated": truncated,
+            "final_obs": final_obs}
 
 
 def _step_views(storage: Any, steps: int) -> list[Any]:
