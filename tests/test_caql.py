@@ -73,14 +73,14 @@ def test_actions_respect_the_set_with_and_without_noise():
     assert agent.noise_scale(0) == 1.0 and agent.noise_scale(10**7) == config.noise_min
 
 
-SMALL = dict(env="Pendulum-v1", total_steps=1600, learning_starts=400, eval_interval=800, eval_episodes=2,
-             checkpoint_interval=800, log_interval=400, progress=False)
+SMALL = dict(env="Pendulum-v1", total_steps=800, learning_starts=200, eval_interval=400, eval_episodes=2,
+             checkpoint_interval=400, log_interval=200, progress=False)
 
 
 def test_resume_half_way_ends_bit_for_bit_equal(tmp_path):
     full = train(CAQLConfig(**SMALL, run_dir=str(tmp_path / "full")))
-    half = train(CAQLConfig(**{**SMALL, "total_steps": 800}, run_dir=str(tmp_path / "resumed")))
-    assert load_checkpoint(half.run_dir / "checkpoint.pt")["step"] == 800
+    half = train(CAQLConfig(**{**SMALL, "total_steps": 400}, run_dir=str(tmp_path / "resumed")))
+    assert load_checkpoint(half.run_dir / "checkpoint.pt")["step"] == 400
     resumed = train(CAQLConfig(**SMALL, resume=str(half.run_dir)))
     for name in ("q", "q_target", "q_target2", "actor"):
         for (key, a), (_, b) in zip(getattr(full.agent, name).state_dict().items(),
@@ -88,7 +88,7 @@ def test_resume_half_way_ends_bit_for_bit_equal(tmp_path):
             assert torch.equal(a, b), f"{name}.{key} differs after resume"
     assert full.evaluations[-1]["returns"] == resumed.evaluations[-1]["returns"]
     checkpoint = load_checkpoint(resumed.run_dir / "checkpoint.pt")
-    assert checkpoint["step"] == 1600 and checkpoint["replay"]["size"] == 1600
+    assert checkpoint["step"] == 800 and checkpoint["replay"]["size"] == 800
     assert {"python", "numpy", "torch"} <= set(checkpoint["rng"])
     assert not list(resumed.run_dir.glob("*.tmp"))
 

@@ -180,6 +180,9 @@ def test_a_run_on_env_objects_with_dict_observations_learns_resumes_and_logs_met
                                eval_env=lambda seed: CandidateChoiceEnv(4))
     assert_same_state(full.agent.state_dict(), resumed.agent.state_dict())
     assert [e["returns"] for e in full.evaluations] == [e["returns"] for e in resumed.evaluations]
+    # Without the environment objects the run cannot be resumed (the config does not say how to build them).
+    with pytest.raises(ValueError, match="was trained on an environment object"):
+        train_off_policy("candidate-q", config, CandidateQAgent)
 
 
 def test_an_environment_object_needs_a_separate_evaluation_environment(tmp_path):

@@ -59,9 +59,14 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(data[:-4096] + noise)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return train(CAQLConfig(**SMALL, run_dir=str(tmp_path_factory.mktemp("uninterrupted") / "full")))
+
+
 @pytest.mark.parametrize("how", ["truncated", "zero", "garbled"])
-def test_resume_falls_back_to_the_previous_checkpoint_and_ends_bit_identical(tmp_path, how):
-    full = train(CAQLConfig(**SMALL, run_dir=str(tmp_path / "full")))
+def test_resume_falls_back_to_the_previous_checkpoint_and_ends_bit_identical(tmp_path, how, uninterrupted):
+    full = uninterrupted
     train(CAQLConfig(**{**SMALL, "total_steps": 300}, run_dir=str(tmp_path / "cut")))
     assert (tmp_path / "cut" / "checkpoint.prev.pt").is_file()
     damage(tmp_path / "cut" / "checkpoint.pt", how)

@@ -40,6 +40,7 @@ from rlcore.loops.run_dir import (
     RunLogger,
     check_new_run_dir,
     holds_run,
+    load_run_record,
     new_run_dir_path,
     read_evaluations,
     save_config,
@@ -117,7 +118,7 @@ class RunConfig:
     run_dir: str | None = None
     """Use this run directory instead of a new one under log_root (it must not hold a run yet)."""
     resume: str | None = None
-    """Continue the run in this directory from its last checkpoint."""
+    """Continue the run in this directory from its last checkpoint (run_dir is then ignored)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -134,8 +135,6 @@ class RunConfig:
             raise ValueError(f"env must be an EnvConfig or an environment id, got {type(self.env).__name__}; pass "
                              "environment objects to train(config, env=...) instead.")
         self.env.validate()
-        if self.resume is not None and self.run_dir is not None and Path(self.resume) != Path(self.run_dir):
-            raise ValueError(f"give either resume ({self.resume}) or run_dir ({self.run_dir}), not both.")
 
 
 @dataclass
@@ -197,6 +196,11 @@ class RunSession:
             self.run_dir = Path(config.resume)
             if not holds_run(self.run_dir):
                 raise ValueError(f"{self.run_dir} holds no run to resume (no config.json or checkpoint).")
+            record = load_run_record(self.run_dir) if (self.run_dir / "config.json").is_file() else {}
+            if env is None and record.get("env_from_config") is False:
+                raise ValueError(f"{self.run_dir} was trained on an environment object "
+                                 f"({record.get('env_description')}); resume it from Python with "
+                                 "train(config, env=..., eval_env=...) and the same environments.")
             self.checkpoint = load_latest_checkpoint(self.run_dir, map_location=config.device)
         else:
             label = env_label(env) if env is not None and _is_env(env) else config.env.id
