@@ -19,7 +19,7 @@ from rlcore import algos
 from rlcore.loops.checkpoint import load_latest_checkpoint
 from rlcore.loops.evaluation import evaluate_episodes, summarize
 from rlcore.loops.run_dir import config_from_dict, load_config, load_run_record
-from rlcore.loops.session import EnvSource, make_env
+from rlcore.loops.session import EnvSource, is_env, make_env
 
 USAGE = __doc__ or ""
 
@@ -103,7 +103,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int | None = Non
                              "seed -> BatchedEnv).")
         eval_env = make_env(config, episodes)
     else:
-        eval_env = env if hasattr(env, "step") else env(seed)
+        eval_env = env if is_env(env) else env(seed)
     agent = algorithm.make_agent(config, eval_env)
     agent.load_state_dict(checkpoint["agent"])
     result = evaluate_episodes(lambda obs: agent.act(obs, checkpoint["step"], deterministic=True), eval_env,

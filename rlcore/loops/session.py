@@ -165,7 +165,8 @@ def env_label(env: Any) -> str:
     return str(getattr(env, "env_id", type(env).__name__))
 
 
-def _is_env(source: Any) -> bool:
+def is_env(source: Any) -> bool:
+    """Whether ``source`` is an environment object (not a factory ``seed -> BatchedEnv``)."""
     return all(hasattr(source, name) for name in ("reset", "step", "num_envs"))
 
 
@@ -203,7 +204,7 @@ class RunSession:
                                  "train(config, env=..., eval_env=...) and the same environments.")
             self.checkpoint = load_latest_checkpoint(self.run_dir, map_location=config.device)
         else:
-            label = env_label(env) if env is not None and _is_env(env) else config.env.id
+            label = env_label(env) if env is not None and is_env(env) else config.env.id
             self.run_dir = (Path(config.run_dir) if config.run_dir
                             else new_run_dir_path(config.log_root, algo, label, config.seed))
             check_new_run_dir(self.run_dir)
@@ -222,7 +223,7 @@ class RunSession:
             if eval_env is not None:
                 raise ValueError("eval_env is given without env; pass both, or neither to build them from config.env.")
             return make_env(config, config.num_envs), make_env(config, config.eval_episodes)
-        if _is_env(env):
+        if is_env(env):
             train_env = env
             if eval_env is None:
                 raise ValueError("train(config, env=<an environment>) also needs eval_env=...: an environment or a "
@@ -232,9 +233,9 @@ class RunSession:
             eval_env = env if eval_env is None else eval_env
         else:
             raise ValueError(f"env must be a BatchedEnv or a factory seed -> BatchedEnv, got {type(env).__name__}.")
-        built_eval = eval_env if _is_env(eval_env) else eval_env(self.eval_seed)
+        built_eval = eval_env if is_env(eval_env) else eval_env(self.eval_seed)
         for name, built in (("env", train_env), ("eval_env", built_eval)):
-            if not _is_env(built):
+            if not is_env(built):
                 raise ValueError(f"{name} did not give a BatchedEnv (got {type(built).__name__}).")
         if built_eval is train_env:
             raise ValueError("eval_env must be a separate environment: evaluating in the training environment "
