@@ -1,10 +1,26 @@
 """Batched projected gradient ascent on ``a -> Q(x, a)`` (CAQL's "GA" max-Q optimiser).
 
-Every sample runs ``num_starts`` random starts (plus the warm start when given) at once as one
-``[B * K, A]`` batch. Each step moves by ``step_size`` half-widths of the set along the sample's own
-normalised gradient, then projects back onto the set, so actions never leave it. The public CAQL
-code divided by the norm of the *whole batch's* gradient, which shrinks every sample's step as the
-batch grows; here the normalisation is per sample.
+Every sample runs ``num_starts`` uniform random starts plus one informed start (the warm start when
+given, else the set's centre) at once as one ``[B, K, A]`` batch. Each step moves by ``step_size``
+half-widths of the set along the start's own normalised gradient, then projects back onto the set, so
+actions never leave it.
+
+The gradient is computed in closed form, not by autograd: for a ReLU network
+``Q = w_L^T relu(W_{L-1} ... relu(W_a a + c(x)))``, ``dQ/da = W_a^T D_1 W_2^T D_2 ... w_L`` with
+``D_l`` the 0/1 activation pattern at ``a``. One forward pass that keeps the patterns gives the value
+and the gradient together, so a step costs one forward and one backward of matrix products, with no
+graph, and the state part of the first layer is folded into a per-sample bias once per solve.
+
+Each start stops moving once its value changed by at most ``tolerance`` in one step (a per-start mask,
+so nothing waits on the device to decide it); on the CPU the loop also ends when every start has
+stopped, which changes no result.
+
+Defaults: 1 informed + 3 uniform starts and 20 steps, the setting the CAQL spec (section 1.8) measured
+as enough for learning; steps start at half a half-width and shrink by 0.8 per step (2.5 half-widths
+of travel in all, so a start can cross the set to a far corner; on multimodal random nets this halved
+the mean gap of the former 0.2 / 0.85 schedule at the same cost).
+The public CAQL code divided by the norm of the *whole batch's* gradient, which shrinks every
+sample's step as the batch grows; here the normalisation is per start.
 """
 
 from __future__ import annotations
@@ -23,21 +39,41 @@ from solvers.relu_net import ReLUNet
 from solvers.result import MaxQResult, SolveStatus
 
 
+def value_and_action_gradient(weights: list[torch.Tensor], biases: list[torch.Tensor],
+                              actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Q`` and ``dQ/da`` of a folded ReLU network (see :meth:`ReLUNet.fold_fixed_inputs`) at ``actions``.
+
+    ``actions`` is ``[N, A]`` and ``biases[0]`` the first-layer bias of each row, ``[N, h_1]``. Returns values
+    ``[N]`` and gradients ``[N, A]``. Where a pre-activation is exactly 0 the gradient takes the ReLU's
+    derivative there as 0, as autograd does.
+    """
+    pre = torch.addmm(biases[0], actions, weights[0].T)
+    patterns = []
+    for weight, bias in zip(weights[1:], biases[1:], strict=True):
+        active = pre > 0
+        patterns.append(active)
+        pre = torch.addmm(bias, pre * active, weight.T)
+    gradient = weights[-1]
+    for weight, active in zip(reversed(weights[:-1]), reversed(patterns), strict=True):
+        gradient = (gradient * active) @ weight
+    return pre.squeeze(1), gradient
+
+
 @register("ga")
 @dataclass
 class GradientAscentSolver(SeededSolver):
     """Projected gradient ascent with random restarts; returns the best point seen per sample."""
 
-    num_starts: int = 16
-    """Random starts per sample (drawn uniformly from the set), in addition to the warm start."""
-    iterations: int = 30
-    """Maximum number of ascent steps."""
-    step_size: float = 0.2
+    num_starts: int = 3
+    """Uniform random starts per sample, in addition to the warm start (or the set's centre without one)."""
+    iterations: int = 20
+    """Ascent steps."""
+    step_size: float = 0.5
     """First step length, as a fraction of the set's half-width per dimension."""
-    step_decay: float = 0.85
+    step_decay: float = 0.8
     """Multiplier on the step length after every step."""
     tolerance: float = 1e-4
-    """Stop when no sample's Q-value changed by more than this in one step."""
+    """A start stops once its Q-value changed by at most this in one step."""
     seed: int = 0
     """Seed of the generator that draws the random starts."""
     name: str = "ga"
@@ -63,6 +99,7 @@ class GradientAscentSolver(SeededSolver):
             solve_seconds=time.perf_counter() - start_time,
         )
 
+    @torch.no_grad()
     def ascend(self, net: ReLUNet, x: torch.Tensor, aset: ActionSet, warm: torch.Tensor | None = None,
                tolerance: float | None = None, deadline: Deadline | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The best action and value per row of prepared inputs (see :func:`~solvers._common.prepare`).
@@ -72,39 +109,45 @@ class GradientAscentSolver(SeededSolver):
         """
         batch, dim = x.shape[0], net.action_dim
         tol = self.tolerance if tolerance is None else tolerance
-        starts = [aset.sample(batch * self.num_starts, self.generator(x.device)).to(x.dtype).reshape(batch, -1, dim)]
-        if warm is not None:
-            starts.insert(0, warm.unsqueeze(1))
-        if sum(s.shape[1] for s in starts) == 0:
-            starts = [aset.center.to(x.dtype).expand(batch, 1, dim)]
-        actions = torch.cat(starts, dim=1).reshape(-1, dim)
-        inputs = x.repeat_interleave(actions.shape[0] // batch, dim=0)
+        starts = 1 + self.num_starts
+        informed = warm if warm is not None else aset.center.to(x.dtype).expand(batch, dim)
+        uniform = aset.sample(batch * self.num_starts, self.generator(x.device)).to(x.dtype)
+        # Rows are laid out sample-major, [B * K, A], so that best_per_sample can pick each sample's best.
+        actions = torch.cat([informed.unsqueeze(1), uniform.reshape(batch, self.num_starts, dim)], dim=1)
+        actions = actions.reshape(-1, dim)
+        weights, biases = net.fold_fixed_inputs(x)
+        biases = [biases[0].repeat_interleave(starts, dim=0), *biases[1:]]
         scale = aset.half_width.to(x.dtype)
+        scale_squared = scale * scale
+        if aset.kind == "box":
+            low, high = aset.low.to(x.dtype), aset.high.to(x.dtype)
 
-        with torch.no_grad():
-            values = net(inputs, actions)
+            def project(points: torch.Tensor) -> torch.Tensor:
+                return torch.clamp(points, low, high)
+        else:
+            project = aset.project
+
+        values, gradient = value_and_action_gradient(weights, biases, actions)
         best_actions, best_values = actions, values
-        step = self.step_size
-        for _ in range(self.iterations):
+        step_length = torch.full_like(values, self.step_size).unsqueeze(1)  # 0 once a start has stopped
+        for iteration in range(self.iterations):
             if deadline is not None and deadline.expired():
                 break
-            with torch.enable_grad():
-                probe = actions.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(net(inputs, probe).sum(), probe)
-            # Step in the set's own coordinates so that every dimension moves by a comparable fraction.
-            direction = grad * scale
-            direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            with torch.no_grad():
-                actions = aset.project(actions + step * direction * scale)
-                new_values = net(inputs, actions)
-                improved = new_values > best_values
-                best_actions = torch.where(improved.unsqueeze(1), actions, best_actions)
-                best_values = torch.maximum(new_values, best_values)
-                converged = bool((new_values - values).abs().max() <= tol)
-                values = new_values
-            step *= self.step_decay
-            if converged:
+            # Step along the gradient in the set's own coordinates, so that every dimension moves by a
+            # comparable fraction of its half-width h: a <- a + s * h^2 g / ||h g||.
+            norm = (gradient * scale).norm(dim=1, keepdim=True).clamp_min(1e-12)
+            actions = project(torch.addcdiv(actions, step_length * gradient * scale_squared, norm))
+            new_values, gradient = value_and_action_gradient(weights, biases, actions)
+            improved = new_values > best_values
+            best_actions = torch.where(improved.unsqueeze(1), actions, best_actions)
+            best_values = torch.where(improved, new_values, best_values)
+            still = ((new_values - values).abs() > tol).unsqueeze(1)
+            step_length = step_length * still * self.step_decay
+            values = new_values
+            # A stopped start no longer changes, so ending early only saves time; on an accelerator the
+            # check would wait on the device, so there the loop runs to the end.
+            if x.device.type == "cpu" and iteration % 4 == 3 and not bool(step_length.any()):
                 break
 
         final_actions, final_values = best_per_sample(best_actions, best_values, batch)
-        return final_actions.detach(), final_values.detach()
+        return final_actions, final_values

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlcore.algos.caql import CAQLAgent, CAQLConfig, train
+from rlcore.algos.caql import CAQLAgent, CAQLConfig, solver_name, train
 from rlcore.loops.checkpoint import load_checkpoint, save_checkpoint
 from rlcore.loops.replay import TransitionBatch
 from rlcore.objectives import bellman_loss as q_loss
@@ -103,6 +103,21 @@ def test_checkpoint_format_is_checked(tmp_path):
     save_checkpoint(path, {"config": {}, "step": 0})
     with pytest.raises(ValueError, match="missing agent, rng"):
         load_checkpoint(path)
+
+
+def test_auto_solver_is_exact_pwl1d_on_1d_actions_and_matches_a_grid_on_the_trained_critic(tmp_path):
+    result = train(CAQLConfig(**{**SMALL, "total_steps": 400, "eval_interval": 400},
+                              run_dir=str(tmp_path / "run")))
+    agent = result.agent
+    assert agent.solver.name == "pwl1d" and agent.exact_solver and not agent.use_dynamic_tolerance
+    states = torch.randn(16, agent.obs_dim)
+    solved = agent.solver.solve(agent.q_relu, states, agent.action_set)
+    grid = torch.linspace(float(agent.action_set.low[0]), float(agent.action_set.high[0]), 20_001).unsqueeze(1)
+    best = torch.stack([agent.q_relu(s.expand(len(grid), -1), grid).max() for s in states])
+    assert (solved.values >= best - 1e-5).all()
+    assert (solved.values <= best + 1e-3).all()
+    hopper_like = CAQLConfig(env="Hopper-v5")
+    assert solver_name(hopper_like, 3) == "ga" and solver_name(CAQLConfig(solver="bnb"), 1) == "bnb"
 
 
 def test_bad_config_raises():

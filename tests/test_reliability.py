@@ -131,5 +131,5 @@ def test_solver_options_take_ints_floats_strings_and_bools(tmp_path):
     config = tyro.cli(CAQLConfig, args=["--solver-options", "num_starts=4", "iterations=10"])
     assert config.solver_options == {"num_starts": 4, "iterations": 10}
     with pytest.raises(ValueError, match=r"solver 'ga' takes no time_limit; solver_time_limit applies to .*bnb"):
-        train(CAQLConfig(**SMALL, solver_time_limit=1.0, run_dir=str(tmp_path / "run")))
+        train(CAQLConfig(**SMALL, solver="ga", solver_time_limit=1.0, run_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()

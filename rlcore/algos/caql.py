@@ -67,8 +67,9 @@ class CAQLConfig(TrainConfig):
     """Initial multiplier of the hinge loss."""
     lambda_max: float = 5000.0
     """Upper clip of the hinge multiplier."""
-    solver: str = "ga"
-    """Max-Q solver, any name in solvers.available() ('ga', 'cem', ...)."""
+    solver: str = "auto"
+    """Max-Q solver, any name in solvers.available() ('ga', 'pwl1d', 'bnb', 'cem', ...), or 'auto': the exact
+    closed-form 'pwl1d' for 1-D action sets, 'ga' otherwise."""
     solver_options: SolverOptions = field(default_factory=dict)
     """Keyword options of the solver: ints, floats, strings, bools (CLI: KEY=VALUE ... or one JSON object)."""
     solver_tolerance: float | None = None
@@ -78,7 +79,8 @@ class CAQLConfig(TrainConfig):
     solver_gap: float | None = None
     """Absolute optimality gap for exact solvers (their 'gap' option); dynamic tolerance overrides it."""
     dynamic_tolerance: bool | None = None
-    """Anneal the solver tolerance as clip(tau0 * TD-RMSE * decay^k, min, max); None: on for exact solvers."""
+    """Anneal the solver tolerance as clip(tau0 * TD-RMSE * decay^k, min, max); None: on for solvers that take
+    an optimality gap (bnb, the MIPs)."""
     tolerance_init: float = 0.1
     """tau0 of the dynamic tolerance."""
     tolerance_decay: float = 0.99
@@ -106,8 +108,9 @@ class CAQLConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.solver not in solvers.available():
-            raise ValueError(f"unknown max-Q solver {self.solver!r}; available: {', '.join(solvers.available())}.")
+        if self.solver != "auto" and self.solver not in solvers.available():
+            raise ValueError(f"unknown max-Q solver {self.solver!r}; available: auto, "
+                             f"{', '.join(solvers.available())}.")
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ValueError(f"need 0 < gamma <= 1 and 0 < tau <= 1, got gamma={self.gamma}, tau={self.tau}.")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
@@ -155,12 +158,12 @@ class CAQLAgent:
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.action_learning_rate)
         self.log_lambda = nn.Parameter(torch.tensor(float(config.initial_lambda), device=self.device).log())
         self.lambda_optimizer = torch.optim.Adam([self.log_lambda], lr=config.learning_rate)
-        self.solver = make_solver(config)
-        # Exact solvers (MIP, branch-and-bound) certify a gap; the heuristics have no certificate. The exact
-        # solvers run their own gradient ascent from the warm start (the action function's action).
+        self.solver = make_solver(config, self.action_dim)
+        # Exact solvers certify their answer; the heuristics have none. The search-based exact solvers (MIP,
+        # branch-and-bound) take a gap, which the dynamic tolerance anneals; pwl1d is exact in closed form.
         self.solver_capabilities = solvers.capabilities_of(self.solver)
         self.exact_solver = self.solver_capabilities.exact
-        self.use_dynamic_tolerance = (self.exact_solver if config.dynamic_tolerance is None
+        self.use_dynamic_tolerance = (self.solver_capabilities.gap if config.dynamic_tolerance is None
                                       else config.dynamic_tolerance)
         self.cluster_generator = torch.Generator(device=self.device).manual_seed(config.seed + 3)
         self.maxq_totals = {"posed": 0, "filtered": 0, "clustered": 0, "solved": 0}
@@ -339,21 +342,29 @@ class CAQLAgent:
             self.solver.set_rng_state(state["solver_rng"])
 
 
-def make_solver(config: CAQLConfig) -> solvers.MaxQSolver:
+def solver_name(config: CAQLConfig, action_dim: int) -> str:
+    """The solver a config asks for; ``"auto"`` is exact ``"pwl1d"`` for 1-D actions and ``"ga"`` otherwise."""
+    if config.solver != "auto":
+        return config.solver
+    return "pwl1d" if action_dim == 1 else "ga"
+
+
+def make_solver(config: CAQLConfig, action_dim: int) -> solvers.MaxQSolver:
     """The configured max-Q solver; ``solver_time_limit`` and ``solver_gap`` go to solvers that declare them."""
     options: dict[str, SolverOptionValue] = {"seed": config.seed, **config.solver_options}
-    solver = solvers.make(config.solver, **options)
+    name = solver_name(config, action_dim)
+    solver = solvers.make(name, **options)
     capabilities = solvers.capabilities_of(solver)
     extra = {}
-    for name, value, supported in (("time_limit", config.solver_time_limit, capabilities.time_limit),
-                                   ("gap", config.solver_gap, capabilities.gap)):
+    for option, value, supported in (("time_limit", config.solver_time_limit, capabilities.time_limit),
+                                     ("gap", config.solver_gap, capabilities.gap)):
         if value is None:
             continue
         if not supported:
-            raise ValueError(f"solver {config.solver!r} takes no {name}; solver_{name} applies to "
-                             f"{', '.join(_solvers_with(name))}.")
-        extra[name] = value
-    return solvers.make(config.solver, **options, **extra) if extra else solver
+            raise ValueError(f"solver {name!r} takes no {option}; solver_{option} applies to "
+                             f"{', '.join(_solvers_with(option))}.")
+        extra[option] = value
+    return solvers.make(name, **options, **extra) if extra else solver
 
 
 def _solvers_with(capability: str) -> list[str]:
