@@ -120,6 +120,13 @@ class ActionSet:
             raise ValueError(f"action set has dimension {self.dim}, but the actions have dimension {dim}.")
         return self
 
+    def unit(self) -> ActionSet:
+        """The set in its own coordinates ``(a - center) / half_width``: ``[-1, 1]^dim`` for a box, the unit ball
+        of the same norm for a ball."""
+        if self.kind == "box":
+            return ActionSet.box(-1.0, 1.0, dim=self.dim).to(self.device)
+        return ActionSet._ball(self.kind, torch.zeros(self.dim), 1.0, None).to(self.device)
+
     def intersect_box(self, low: torch.Tensor, high: torch.Tensor) -> ActionSet:
         """For a box, its intersection with ``[low, high]``; balls are returned unchanged."""
         if self.kind != "box":

@@ -115,39 +115,46 @@ class GradientAscentSolver(SeededSolver):
         # Rows are laid out sample-major, [B * K, A], so that best_per_sample can pick each sample's best.
         actions = torch.cat([informed.unsqueeze(1), uniform.reshape(batch, self.num_starts, dim)], dim=1)
         actions = actions.reshape(-1, dim)
+
+        # Ascend in the set's own coordinates u, a = centre + half_width * u, so that every dimension moves by
+        # a comparable fraction of its width: the box becomes [-1, 1]^A and a ball the unit ball. The change of
+        # variables is folded into the first layer, so a step costs no extra arithmetic.
+        centre, scale = aset.center.to(x.dtype), aset.half_width.to(x.dtype)
         weights, biases = net.fold_fixed_inputs(x)
-        biases = [biases[0].repeat_interleave(starts, dim=0), *biases[1:]]
-        scale = aset.half_width.to(x.dtype)
-        scale_squared = scale * scale
+        first_bias = (biases[0] + centre @ weights[0].T).repeat_interleave(starts, dim=0)
+        weights, biases = [weights[0] * scale, *weights[1:]], [first_bias, *biases[1:]]
         if aset.kind == "box":
-            low, high = aset.low.to(x.dtype), aset.high.to(x.dtype)
-
             def project(points: torch.Tensor) -> torch.Tensor:
-                return torch.clamp(points, low, high)
+                return points.clamp(-1.0, 1.0)
         else:
-            project = aset.project
+            project = aset.unit().project
+        points = (actions - centre) / torch.where(scale > 0, scale, 1.0)  # a zero-width dimension stays at 0
 
-        values, gradient = value_and_action_gradient(weights, biases, actions)
-        best_actions, best_values = actions, values
-        step_length = torch.full_like(values, self.step_size).unsqueeze(1)  # 0 once a start has stopped
+        values, gradient = value_and_action_gradient(weights, biases, points)
+        best_points, best_values = points, values
+        moving = torch.ones_like(points[:, :1])  # 1 while a start moves, 0 once it has stopped
+        step = self.step_size
         for iteration in range(self.iterations):
             if deadline is not None and deadline.expired():
                 break
-            # Step along the gradient in the set's own coordinates, so that every dimension moves by a
-            # comparable fraction of its half-width h: a <- a + s * h^2 g / ||h g||.
-            norm = (gradient * scale).norm(dim=1, keepdim=True).clamp_min(1e-12)
-            actions = project(torch.addcdiv(actions, step_length * gradient * scale_squared, norm))
-            new_values, gradient = value_and_action_gradient(weights, biases, actions)
+            norm = gradient.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            points = project(torch.addcdiv(points, moving * gradient, norm, value=step))
+            new_values, gradient = value_and_action_gradient(weights, biases, points)
             improved = new_values > best_values
-            best_actions = torch.where(improved.unsqueeze(1), actions, best_actions)
+            best_points = torch.where(improved.unsqueeze(1), points, best_points)
             best_values = torch.where(improved, new_values, best_values)
-            still = ((new_values - values).abs() > tol).unsqueeze(1)
-            step_length = step_length * still * self.step_decay
+            moving = moving * ((new_values - values).abs() > tol).unsqueeze(1)
             values = new_values
+            step *= self.step_decay
             # A stopped start no longer changes, so ending early only saves time; on an accelerator the
             # check would wait on the device, so there the loop runs to the end.
-            if x.device.type == "cpu" and iteration % 4 == 3 and not bool(step_length.any()):
+            if x.device.type == "cpu" and iteration % 4 == 3 and not bool(moving.any()):
                 break
 
-        final_actions, final_values = best_per_sample(best_actions, best_values, batch)
+        final_points, _ = best_per_sample(best_points, best_values, batch)
+        # Back to actions; the projection only removes rounding, so the answer is inside the set exactly.
+        final_actions = aset.project(centre + scale * final_points)
+        # The value of the returned action itself (the folded coordinates differ from it by rounding), so that an
+        # exact solver's incumbent is a value the network really takes.
+        final_values = net(x, final_actions)
         return final_actions, final_values

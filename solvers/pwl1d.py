@@ -15,8 +15,10 @@ The breakpoints are found layer by layer, exactly:
 
 All of it runs batched on the device: points are padded with copies of existing points (so every
 candidate is a feasible action and nothing needs a mask), and the output is evaluated at every
-candidate in one call. For the default two hidden layers there is no wait on the device; deeper
-networks drop the padding once per extra layer, which reads the largest number of crossings.
+candidate in one call. On an accelerator nothing waits on the device for the default two hidden
+layers; on the CPU the last layer lists only its true crossings (a few per segment instead of one
+entry per segment and unit: about 4x less work for (32, 16), 20x for (64, 64)). Deeper networks drop
+the padding once per extra layer, which reads the largest number of crossings.
 
 The answer is certified: ``upper_bounds == values`` and the status is ``OPTIMAL`` (up to floating-point
 rounding of the interpolated crossings, about 1e-6 relative in float32). Any 1-D action set is an
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
@@ -54,6 +56,31 @@ def _add_crossings(points: torch.Tensor, pre: torch.Tensor) -> tuple[torch.Tenso
     batch, units = pre.shape[0], pre.shape[2]
     return (torch.cat([points, new_points.reshape(batch, -1)], dim=1),
             torch.cat([pre, new_pre.reshape(batch, -1, units)], dim=1), crosses)
+
+
+def _best_point_sparse(points: torch.Tensor, pre: torch.Tensor, weight: torch.Tensor,
+                       bias: torch.Tensor) -> torch.Tensor:
+    """The maximiser ``[B, 1]`` of the output over sorted ``points[B, n]`` with last-hidden-layer pre-activations
+    ``pre[B, n, h]``, evaluating the output only at the true zero crossings inside each segment (a list of
+    ``M`` crossings instead of ``B (n - 1) h`` padded entries). Ties go to the leftmost point."""
+    values = pre.clamp_min(0) @ weight.T + bias                                       # [B, n, 1]
+    best_value, best_index = values.squeeze(-1).max(dim=1)
+    best_point = points.gather(1, best_index.unsqueeze(1)).squeeze(1)
+    left, right = pre[:, :-1], pre[:, 1:]
+    rows, segments, units = ((left * right) < 0).nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        return best_point.unsqueeze(1)
+    left, right = left[rows, segments], right[rows, segments]                        # [M, h]
+    left_unit, right_unit = left.gather(1, units[:, None]), right.gather(1, units[:, None])
+    fraction = left_unit / (left_unit - right_unit)                                   # [M, 1]
+    at_crossing = ((left + fraction * (right - left)).clamp_min(0) @ weight.T + bias).squeeze(-1)
+    position = points[rows, segments] + fraction.squeeze(1) * (points[rows, segments + 1] - points[rows, segments])
+    crossing_best = torch.full_like(best_value, -torch.inf).scatter_reduce(0, rows, at_crossing, "amax")
+    # The leftmost crossing reaching its row's best value (amin: deterministic, unlike a scatter with repeats).
+    winners = at_crossing >= crossing_best[rows]
+    crossing_point = torch.full_like(best_point, torch.inf).scatter_reduce(
+        0, rows[winners], position[winners], "amin")
+    return torch.where(crossing_best > best_value, crossing_point, best_point).unsqueeze(1)
 
 
 def _compact(points: torch.Tensor, pre: torch.Tensor, originals: int, crosses: torch.Tensor,
@@ -84,15 +111,25 @@ class PiecewiseLinear1DSolver:
     """Largest intermediate tensor (elements) per chunk of the batch; bounds the memory a solve takes."""
     compact_above: int = 256
     """For networks with more than two hidden layers: drop padded copies once a row holds this many points."""
+    last_layer: Literal["auto", "sparse", "padded"] = "auto"
+    """How the last hidden layer's crossings are evaluated: "sparse" lists only the true crossings (the least
+    work, but sizing the list waits on the device once per solve), "padded" evaluates every (segment, unit) pair
+    with copies where a unit does not cross (no wait); "auto": sparse on the CPU, padded on accelerators."""
     seed: int = 0
     """Unused (the solver is deterministic); accepted so that callers can pass a seed to any solver."""
     name: str = "pwl1d"
     capabilities: ClassVar[SolverCapabilities] = SolverCapabilities(exact=True)
 
     def __post_init__(self) -> None:
+        if self.last_layer not in ("auto", "sparse", "padded"):
+            raise ValueError(f"pwl1d last_layer must be 'auto', 'sparse' or 'padded', got {self.last_layer!r}.")
         if self.max_elements < 1 or self.compact_above < 2:
             raise ValueError(f"pwl1d needs max_elements >= 1 and compact_above >= 2, got {self.max_elements}, "
                              f"{self.compact_above}.")
+
+    def sparse_last_layer(self, device: torch.device) -> bool:
+        """Whether the last hidden layer's crossings are listed (CPU: less work) or padded (no device wait)."""
+        return self.last_layer == "sparse" or (self.last_layer == "auto" and device.type == "cpu")
 
     def solve(self, net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
@@ -121,6 +158,8 @@ class PiecewiseLinear1DSolver:
         pre = points.unsqueeze(-1) * weights[0][:, 0] + biases[0].unsqueeze(1)          # [B, 2, h1]
         hidden_layers = len(weights) - 1
         for layer in range(hidden_layers):
+            if layer == hidden_layers - 1 and self.sparse_last_layer(x.device):
+                return _best_point_sparse(points, pre, weights[-1], biases[-1])
             originals = points.shape[1]
             points, pre, crosses = _add_crossings(points, pre)
             post = pre.clamp_min(0) @ weights[layer + 1].T + biases[layer + 1]

@@ -34,14 +34,15 @@ def fitted_net(seed: int) -> torch.nn.Sequential:
     return net.requires_grad_(False)
 
 
+@pytest.mark.parametrize("last_layer", ["sparse", "padded"])
 @pytest.mark.parametrize("hidden", [(8,), (16, 8), (32, 16), (8, 8, 8), (6, 6, 6, 6)])
 @pytest.mark.parametrize("set_name", list(SETS))
-def test_matches_a_dense_grid_on_random_nets(hidden, set_name):
+def test_matches_a_dense_grid_on_random_nets(hidden, set_name, last_layer):
     aset = SETS[set_name]
     for seed in range(2):
         net = solvers.ReLUNet.from_torch(random_relu_net(3, 1, hidden=hidden, seed=seed), fixed_dim=3)
         states = torch.randn(8, 3, generator=torch.Generator().manual_seed(seed)) * 2
-        result = solvers.make("pwl1d").solve(net, states, aset)
+        result = solvers.make("pwl1d", last_layer=last_layer).solve(net, states, aset)
         best_on_grid = grid_max(net, states, aset)
         assert aset.contains(result.actions).all()
         torch.testing.assert_close(result.values, net(states, result.actions))
@@ -70,7 +71,8 @@ def test_chunks_and_compaction_do_not_change_the_answer():
     states = torch.randn(40, 3, generator=torch.Generator().manual_seed(4)) * 2
     aset = SETS["box"]
     reference = solvers.make("pwl1d").solve(net, states, aset)
-    for options in ({"max_elements": 1}, {"compact_above": 2}, {"max_elements": 5_000, "compact_above": 8}):
+    for options in ({"max_elements": 1}, {"compact_above": 2}, {"max_elements": 5_000, "compact_above": 8},
+                    {"last_layer": "padded"}, {"last_layer": "sparse", "max_elements": 1}):
         other = solvers.make("pwl1d", **options).solve(net, states, aset)
         torch.testing.assert_close(other.values, reference.values, rtol=0, atol=1e-6)
 
@@ -98,3 +100,5 @@ def test_refuses_more_than_one_action_dimension():
         solvers.make("pwl1d").solve(net, torch.zeros(2, 3), ActionSet.box(-1.0, 1.0, dim=2))
     with pytest.raises(ValueError, match="max_elements"):
         solvers.make("pwl1d", max_elements=0)
+    with pytest.raises(ValueError, match="last_layer must be 'auto', 'sparse' or 'padded', got 'dense'"):
+        solvers.make("pwl1d", last_layer="dense")
