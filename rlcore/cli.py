@@ -2,6 +2,7 @@
 
     rlcore train [ALGO] [--field value ...]   train (ALGO defaults to caql; --help lists every field)
     rlcore train ALGO --resume RUN_DIR        continue a run from its last checkpoint
+    rlcore train slate [slateq|ppo] [...]     train a slate agent (rlcore.adapters.slate; --resume as above)
     rlcore eval RUN_DIR [--episodes 10]       evaluate the saved agent of a run (on its evaluation seeds)
     rlcore solvers                            list the registered max-Q solvers
 """
@@ -22,12 +23,18 @@ from rlcore.loops.run_dir import config_from_dict, load_config, load_run_record
 from rlcore.loops.session import EnvSource, is_env, make_env
 
 USAGE = __doc__ or ""
+SLATE_RUN_ALGOS = ("slateq", "slate-ppo")
+"""Algorithm names of slate-adapter runs (kept here so that ``rlcore eval`` need not import the adapter)."""
 
 
 def train_main(argv: list[str]) -> int:
     name = "caql"
     if argv and not argv[0].startswith("-"):
         name, argv = argv[0], argv[1:]
+    if name == "slate":  # the slate adapter has its own algorithms and configs (rlcore.adapters.slate.cli)
+        from rlcore.adapters.slate.cli import train_main as slate_train_main
+
+        return slate_train_main(argv)
     try:
         algorithm = algos.get(name)
     except ValueError as error:
@@ -65,15 +72,17 @@ def _resume_dir(argv: list[str]) -> str | None:
 def eval_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rlcore eval", description="Evaluate the saved agent of a run directory.")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--episodes", type=int, default=10, help="episodes (deterministic policy)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="episodes (deterministic policy); default 10, for a slate run its eval_episodes users")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the first evaluation episode (default: the run's own evaluation seed, so "
                              "the run's last evaluation is reproduced)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    if args.episodes < 1:
+    if args.episodes is not None and args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     result = evaluate_run(args.run_dir, args.episodes, args.seed, args.device)
+    args.episodes = len(result["returns"])
     print(f"{args.run_dir}: return {result['return_mean']:.1f} ± {result['return_std']:.1f} (population std) over "
           f"{args.episodes} episodes (min {min(result['returns']):.1f}, max {max(result['returns']):.1f}); "
           f"episode seeds {result['seed']}..{result['seed'] + args.episodes - 1}, checkpoint step {result['step']}")
@@ -82,15 +91,24 @@ def eval_main(argv: list[str]) -> int:
     return 0
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int | None = None, device: str = "cpu",
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | None = None, device: str = "cpu",
                  env: EnvSource | None = None) -> dict:
-    """Evaluate a run's saved agent (its newest checkpoint that loads) over ``episodes`` episodes.
+    """Evaluate a run's saved agent (its newest checkpoint that loads) over ``episodes`` episodes (default 10;
+    for a slate run, the run's own ``eval_episodes`` users, so that its last evaluation is reproduced).
 
     ``seed`` defaults to the run's evaluation seed (``config.seed + 1_000_003``, what training evaluated on).
     A run trained on an environment object needs ``env``: an environment or a factory ``seed -> BatchedEnv``.
     Returns ``{"return_mean", "return_std" (population), "returns", "metrics", "seed", "step"}``.
     """
     name, saved = load_config(run_dir)
+    if name in SLATE_RUN_ALGOS:  # slate runs rebuild their world from their own config
+        from rlcore.adapters.slate.cli import evaluate_run as slate_evaluate_run
+
+        if env is not None:
+            raise ValueError(f"{run_dir} is a slate run; its environment is rebuilt from its config, so leave env "
+                             "unset.")
+        return slate_evaluate_run(run_dir, episodes, seed, device)
+    episodes = 10 if episodes is None else episodes
     record = load_run_record(run_dir)
     algorithm = algos.get(name)
     config = config_from_dict(algorithm.config_cls, {**saved, "device": device})

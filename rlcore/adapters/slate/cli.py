@@ -1,0 +1,122 @@
+"""``rlcore train slate`` and ``rlcore eval`` of slate runs, over the same run session as every rlcore run.
+
+    rlcore train slate [slateq|ppo] [--field value ...]    train (slateq by default; --help lists every field)
+    rlcore train slate --resume RUN_DIR                    continue a slate run from its last checkpoint
+    rlcore eval RUN_DIR [--episodes N]                     evaluate a slate run's saved agent
+
+A run's ``config.json`` records its algorithm (``slateq`` or ``slate-ppo``) and its whole config, the slate
+world included, so that resuming rebuilds the same environments and continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from rlcore.adapters.slate import ppo, slateq
+from rlcore.adapters.slate.env import SlateEnv
+from rlcore.loops.checkpoint import load_latest_checkpoint
+from rlcore.loops.evaluation import evaluate_episodes, summarize
+from rlcore.loops.run_dir import config_from_dict, load_config
+
+
+@dataclass(frozen=True)
+class SlateAlgorithm:
+    method: str
+    algo: str
+    config_cls: type
+    train: Any
+
+
+ALGORITHMS = {
+    "slateq": SlateAlgorithm("slateq", "slateq", slateq.SlateQConfig, slateq.train),
+    "ppo": SlateAlgorithm("ppo", "slate-ppo", ppo.SlatePPOConfig, ppo.train),
+}
+RUN_ALGOS = {a.algo: a for a in ALGORITHMS.values()}
+"""Run-directory algorithm names of slate runs (what ``config.json`` says)."""
+
+
+def _resume_dir(argv: list[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == "--resume" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--resume="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def train_main(argv: list[str]) -> int:
+    """``rlcore train slate ...``; returns the exit status."""
+    method = None
+    if argv and not argv[0].startswith("-"):
+        method, argv = argv[0], argv[1:]
+        if method not in ALGORITHMS:
+            print(f"rlcore train slate: unknown method {method!r}; available: {', '.join(ALGORITHMS)} "
+                  "(e.g. `rlcore train slate ppo --total-steps 20000`).", file=sys.stderr)
+            return 2
+    resume = _resume_dir(argv)
+    if resume is not None:
+        saved_algo, saved = load_config(resume)
+        if saved_algo not in RUN_ALGOS:
+            print(f"rlcore train slate: {resume} is a {saved_algo} run, not a slate run; use "
+                  f"`rlcore train {saved_algo} --resume ...`.", file=sys.stderr)
+            return 2
+        algorithm = RUN_ALGOS[saved_algo]
+        if method is not None and method != algorithm.method:
+            print(f"rlcore train slate: {resume} is a {algorithm.method} run; use `rlcore train slate "
+                  f"{algorithm.method} --resume ...`.", file=sys.stderr)
+            return 2
+        default = config_from_dict(algorithm.config_cls, saved)
+    else:
+        algorithm = ALGORITHMS[method or "slateq"]
+        default = algorithm.config_cls()
+    config = tyro.cli(algorithm.config_cls, args=argv, default=default, prog=f"rlcore train slate {algorithm.method}",
+                      description=(algorithm.config_cls.__doc__ or "").strip())
+    result = algorithm.train(config)
+    final = result.evaluations[-1] if result.evaluations else None
+    if final is not None:
+        rate = final.get("metrics", {}).get("choice_rate", float("nan"))
+        print(f"final evaluation at step {final['step']}: return {final['return_mean']:.2f} "
+              f"± {final['return_std']:.2f} over {len(final['returns'])} users, choice rate {rate:.3f}")
+    print(f"run directory: {result.run_dir}  (tensorboard --logdir {result.run_dir.parent})")
+    return 0
+
+
+def load_agent(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+    """``(agent, config, checkpoint)`` of a slate run's newest checkpoint that loads."""
+    name, saved = load_config(run_dir)
+    if name not in RUN_ALGOS:
+        raise ValueError(f"{run_dir} is a {name} run, not a slate run ({', '.join(RUN_ALGOS)}).")
+    config = config_from_dict(RUN_ALGOS[name].config_cls, {**saved, "device": device})
+    checkpoint = load_latest_checkpoint(run_dir, map_location=device)
+    env = SlateEnv.from_config(config.slate, 1, device)
+    if name == "slateq":
+        # The saved state holds the choice model (learned or true): start from the true one instead of refitting.
+        agent = slateq.SlateQAgent(config, env.items, env.choice_model, device)
+    else:
+        agent = ppo.SlatePPOAgent(config, env.items, device)
+    agent.load_state_dict(checkpoint["agent"])
+    return agent, config, checkpoint
+
+
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Evaluate a slate run's saved agent like the run's own evaluations (same seed and number of users by
+    default, so the last evaluation is reproduced). Returns what :func:`rlcore.cli.evaluate_run` does."""
+    agent, config, checkpoint = load_agent(run_dir, device)
+    episodes = config.eval_episodes if episodes is None else episodes
+    seed = config.seed + 1_000_003 if seed is None else seed
+    env = SlateEnv.from_config(config.slate, config.eval_episodes, device)
+    result = evaluate_episodes(lambda obs: agent.act(obs, checkpoint["step"], deterministic=True), env, seed=seed,
+                               episodes=episodes)
+    mean, std = summarize(result.returns)
+    return {"return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
+            "metrics": {k: float(v.nanmean()) for k, v in result.metrics.items()}, "seed": seed,
+            "step": checkpoint["step"]}
+
+
+__all__ = ["ALGORITHMS", "RUN_ALGOS", "evaluate_run", "load_agent", "train_main"]
