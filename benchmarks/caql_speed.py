@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,7 +151,8 @@ def summarise() -> None:
              f"{machine}; replay of 2,000 random transitions, batch 64, updates only (no environment steps). "
              f"\"before\": commit `{BEFORE_REV}` (GA with 16 starts x 30 autograd steps). Ratio: median over repeats "
              "of the per-pair ratio first / second. Reproduce: `python benchmarks/caql_speed.py`.", "",
-             "| pair | repeats | first (updates/s) | second (updates/s) | ratio | per-pair ratios |", "|---|---|---|---|---|---|"]
+             "| pair | repeats | first (updates/s) | second (updates/s) | ratio | per-pair ratios |",
+             "|---|---|---|---|---|---|"]
     for row in rows:
         pairs = ", ".join(f"{r:.2f}" for r in row["pair_ratios"])
         lines.append(f"| {row['pair']} | {row['repeats']} | {row['first_updates_per_second']:.1f} | "

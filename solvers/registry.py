@@ -14,6 +14,7 @@ attribute names:
 solver     exact   gap   time_limit warm_start rng_state
 ========== ======= ===== ========== ========== =========
 ga, cem    no      no    no         yes        yes
+pwl1d      yes     no    no         no         no
 bnb        yes     yes   yes        yes        no
 scip, ...  yes     yes   yes        yes        no
 ========== ======= ===== ========== ========== =========

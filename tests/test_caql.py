@@ -1,7 +1,5 @@
 """CAQL: targets on a hand-checked net, losses, resume equality, checkpoints, and a short learning run."""
 
-import math
-
 import pytest
 import torch
 
@@ -127,11 +125,13 @@ def test_bad_config_raises():
         train(CAQLConfig(total_steps=0))
 
 
-@pytest.mark.slow  # a learning run of minutes: the slow set, which CI runs after the default suite
-def test_caql_ga_learns_pendulum(tmp_path):
-    # A random policy scores about -1200 on Pendulum-v1; CAQL-GA passes -700 within 6k steps
-    # (measured: about -200 at 6k steps, some 30 s on one core).
-    result = train(CAQLConfig(total_steps=6000, eval_interval=3000, eval_episodes=5, seed=3,
+@pytest.mark.slow  # learning runs of minutes: the slow set, which CI runs after the default suite
+@pytest.mark.parametrize("solver", ["auto", "ga"])
+def test_caql_learns_pendulum_with_the_default_settings(tmp_path, solver):
+    # A random policy scores about -1200 on Pendulum-v1. With the defaults (exact pwl1d max-Q for the 1-D action)
+    # CAQL was at -205.6 after 5k steps and -197.1 after 6k (seed 1, 10 episodes); GA's default search learns it
+    # too. The bar, -400 at 6k steps, leaves room for other machines' floating point.
+    result = train(CAQLConfig(total_steps=6000, eval_interval=3000, eval_episodes=5, seed=3, solver=solver,
                               run_dir=str(tmp_path / "learn"), progress=False))
-    assert result.final_return > -700, result.evaluations
-    assert not math.isnan(result.final_return)
+    assert result.agent.solver.name == ("pwl1d" if solver == "auto" else "ga")
+    assert result.final_return > -400, result.evaluations

@@ -29,7 +29,7 @@ def test_train_eval_and_resume_from_the_command_line(tmp_path):
     events = EventAccumulator(str(run_dir))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"eval/return_mean", "train/q_loss", "train/maxq_solve_seconds", "train/maxq_status_approximate",
+    assert {"eval/return_mean", "train/q_loss", "train/maxq_solve_seconds", "train/td_rmse",
             "train/episode_return", "train/steps_per_second"} <= tags
     assert [e.step for e in events.Scalars("eval/return_mean")] == [300, 600]
 

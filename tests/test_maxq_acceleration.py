@@ -76,7 +76,7 @@ def test_dual_filter_leaves_the_hinge_loss_and_active_targets_unchanged():
     agent = _agent(dual_filter=True)
     filtered, step = agent.compute_targets(batch)
     q = agent.q(batch.obs, batch.actions).detach()
-    assert 0 < step.metrics["maxq_filtered"] < 64, step.metrics
+    assert 0 < step.counts["filtered"] < 64 and step.metrics["maxq_filtered"] == step.counts["filtered"]
     # Solved samples: the same target up to the solver's gap; filtered ones keep their bound.
     solved = step.solved_index
     torch.testing.assert_close(filtered[solved], full[solved], atol=1e-5, rtol=0)
@@ -85,7 +85,8 @@ def test_dual_filter_leaves_the_hinge_loss_and_active_targets_unchanged():
         torch.testing.assert_close(q_loss(q, filtered, "hinge", torch.tensor(multiplier)),
                                    q_loss(q, full, "hinge", torch.tensor(multiplier)), atol=1e-5, rtol=0)
     # Without the filter every state is solved, terminal ones included (their value is multiplied by 0).
-    assert full_step.metrics["maxq_filtered"] == 0.0 and full_step.solved_index is None
+    assert full_step.counts["filtered"] == 0 and full_step.solved_index is None
+    assert "maxq_filtered" not in full_step.metrics  # nothing to log without filter or clustering
 
 
 def test_clustering_solves_fewer_and_stays_below_the_bound():
@@ -96,4 +97,4 @@ def test_clustering_solves_fewer_and_stays_below_the_bound():
     assert step.metrics["maxq_clustered"] > 0 and step.metrics["maxq_solved"] < 64 - batch.terminated.sum()
     torch.testing.assert_close(clustered[step.solved_index], full[step.solved_index], atol=1e-5, rtol=0)
     summary = agent.summary()
-    assert summary["maxq_fraction_avoided"] == pytest.approx(1 - step.metrics["maxq_solved"].item() / 64)
+    assert summary["maxq_fraction_avoided"] == pytest.approx(1 - step.counts["solved"] / 64)

@@ -129,16 +129,20 @@ class MaxQStep:
     """Indices (into the batch) of the states that were solved, in the order of ``result``'s rows; None when
     every state of the batch was solved (terminal ones included: their targets ignore it)."""
 
+    metrics: dict[str, torch.Tensor]
+    """The per-update scalars of the step (see :meth:`CAQLAgent.compute_targets`)."""
+    counts: dict[str, int]
+    """Max-Q problems ``posed``, ``filtered``, ``clustered`` and ``solved`` in this batch (known on the host)."""
+
     @property
     def solved(self) -> torch.Tensor:
-        """``[B]`` bool mask of the solved states (a convenience for inspection; it waits on the device)."""
-        size = self.metrics["maxq_posed"].long()
+        """``[B]`` bool mask of the solved states (a convenience for inspection)."""
+        size = self.counts["posed"]
         if self.solved_index is None:
-            return torch.ones(int(size), dtype=torch.bool)
-        mask = torch.zeros(int(size), dtype=torch.bool, device=self.solved_index.device)
+            return torch.ones(size, dtype=torch.bool)
+        mask = torch.zeros(size, dtype=torch.bool, device=self.solved_index.device)
         mask[self.solved_index] = True
         return mask
-    metrics: dict[str, torch.Tensor]
 
 
 class CAQLAgent:
@@ -196,7 +200,8 @@ class CAQLAgent:
         c = self.config
         batch_size = batch.rewards.shape[0]
         warm = self.actor(batch.next_obs)
-        q_values = self.q(batch.obs, batch.actions)
+        # Q(s, a) is needed here only by the dual filter and the dynamic tolerance.
+        q_values = self.q(batch.obs, batch.actions) if c.dual_filter or self.use_dynamic_tolerance else None
         tolerance = c.solver_tolerance
         if self.use_dynamic_tolerance:
             # TD error of the action function's greedy target: cheap, and what the paper's schedule uses.
@@ -260,19 +265,23 @@ class CAQLAgent:
                   "solved": num_solved}
         for key, value in counts.items():
             self.maxq_totals[key] += value
-        metrics = {f"maxq_{key}": torch.tensor(float(value)) for key, value in counts.items()}
-        metrics["maxq_solve_seconds"] = torch.tensor(result.solve_seconds if result is not None else 0.0)
+        # Per-update metrics cost a few tensor operations each in the logger, so only informative ones are kept:
+        # without filter and clustering every state is solved (the totals are in the summary); a heuristic's
+        # answers are all "approximate" and pwl1d's all "optimal", so only a search-based exact solver (one that
+        # takes a gap) reports its statuses and certified gap.
+        metrics = {"maxq_solve_seconds": torch.tensor(result.solve_seconds if result is not None else 0.0)}
+        if c.dual_filter or c.cluster_radius > 0:
+            metrics.update({f"maxq_{key}": torch.tensor(float(value)) for key, value in counts.items()})
         if tolerance is not None:
             metrics["maxq_tolerance"] = torch.tensor(float(tolerance))
-        if result is not None:
+        if result is not None and self.solver_capabilities.gap:
             gaps = result.gaps
             finite = torch.isfinite(gaps)
-            if self.exact_solver:
-                metrics["maxq_certified_gap"] = torch.where(finite, gaps, 0).sum() / finite.sum().clamp_min(1)
+            metrics["maxq_certified_gap"] = torch.where(finite, gaps, 0).sum() / finite.sum().clamp_min(1)
             status_counts = torch.bincount(result.status.long(), minlength=len(solvers.SolveStatus)).float()
             for status in solvers.SolveStatus:
                 metrics[f"maxq_status_{status.name.lower()}"] = status_counts[status]
-        return targets, MaxQStep(result, solve_index, metrics)
+        return targets, MaxQStep(result, solve_index, metrics, counts)
 
     def _target_value(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         value = self.q_target(states, actions)
