@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _revisions import unpack
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "caql_speed_runs"
@@ -80,15 +82,6 @@ for _ in range(updates):
     agent.update(replay.sample(config.batch_size))
 print(json.dumps({"updates_per_second": updates / (time.perf_counter() - start)}))
 """
-
-
-def unpack(rev: str, into: Path) -> Path:
-    target = into / rev
-    if not target.exists():
-        target.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
 
 
 def launch(side: str, before_tree: Path, updates: int) -> subprocess.Popen:

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _revisions import unpack
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = RESULTS / "runtime_overhead_runs"
@@ -47,16 +49,6 @@ CASES: dict[str, list[str]] = {
     "rwr": ["rwr", "--env", "Hopper-v5", "--total-steps", "16384", "--eval-interval", "16384",
             "--checkpoint-interval", "16384"],
 }
-
-
-def unpack(rev: str, into: Path) -> Path:
-    """The tree of ``rev`` in ``into/rev`` (``git archive``; nothing in this checkout changes)."""
-    target = into / rev
-    if not target.exists():
-        target.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
 
 
 def launch(side: str, source: Path, algo: str, repeat: int, work: Path) -> tuple[subprocess.Popen, Path]:

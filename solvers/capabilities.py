@@ -25,6 +25,8 @@ class SolverCapabilities:
     rng_state: bool = False
     """Carries random state across calls, with ``get_rng_state()`` / ``set_rng_state(state)`` to save and
     restore it for an exact resume. ``False`` for a solver whose calls are deterministic or re-seeded."""
+    max_action_dim: int | None = None
+    """The largest action dimension the solver takes (``pwl1d``: 1); ``None``: any."""
 
 
 HEURISTIC = SolverCapabilities(warm_start=True, rng_state=True)

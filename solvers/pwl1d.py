@@ -118,7 +118,7 @@ class PiecewiseLinear1DSolver:
     seed: int = 0
     """Unused (the solver is deterministic); accepted so that callers can pass a seed to any solver."""
     name: str = "pwl1d"
-    capabilities: ClassVar[SolverCapabilities] = SolverCapabilities(exact=True)
+    capabilities: ClassVar[SolverCapabilities] = SolverCapabilities(exact=True, max_action_dim=1)
 
     def __post_init__(self) -> None:
         if self.last_layer not in ("auto", "sparse", "padded"):

@@ -114,6 +114,9 @@ def test_auto_solver_is_exact_pwl1d_on_1d_actions_and_matches_a_grid_on_the_trai
     best = torch.stack([agent.q_relu(s.expand(len(grid), -1), grid).max() for s in states])
     assert (solved.values >= best - 1e-5).all()
     assert (solved.values <= best + 1e-3).all()
+    with pytest.raises(ValueError, match=r"solver 'pwl1d' takes at most 1-dimensional actions.*have 3"):
+        train(CAQLConfig(env="Hopper-v5", solver="pwl1d", run_dir=str(tmp_path / "hopper")))
+    assert not (tmp_path / "hopper").exists()
     hopper_like = CAQLConfig(env="Hopper-v5")
     assert solver_name(hopper_like, 3) == "ga" and solver_name(CAQLConfig(solver="bnb"), 1) == "bnb"
 

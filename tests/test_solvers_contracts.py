@@ -14,14 +14,12 @@ NAMES = solvers.available()
 EXPECTED = {
     "ga": SolverCapabilities(warm_start=True, rng_state=True),
     "cem": SolverCapabilities(warm_start=True, rng_state=True),
-    "pwl1d": SolverCapabilities(exact=True),
+    "pwl1d": SolverCapabilities(exact=True, max_action_dim=1),
     **{name: SolverCapabilities(exact=True, gap=True, time_limit=True, warm_start=True)
        for name in ("bnb", "scip", "ortools-scip", "ortools-highs", "ortools-cbc")},
 }
 
 
-ONE_DIMENSIONAL = {"pwl1d": 1}
-"""Solvers of 1-D action sets only, with the dimension their contract is checked in."""
 
 
 def _make(name, **options):
@@ -105,7 +103,7 @@ def test_a_solver_that_declares_nothing_is_assumed_to_do_nothing():
 @pytest.mark.parametrize("batch", [0, 1])
 @pytest.mark.parametrize("name", NAMES)
 def test_batches_of_zero_and_one(name, batch, dtype):
-    dim = ONE_DIMENSIONAL.get(name, 2)
+    dim = min(2, capabilities_of(_make(name)).max_action_dim or 2)
     net = solvers.ReLUNet.from_torch(random_relu_net(3, dim, hidden=(8, 8), seed=3).to(dtype), fixed_dim=3)
     aset = ActionSet.box(-1.0, 1.0, dim=dim)
     x = torch.randn(batch, 3, dtype=dtype, generator=torch.Generator().manual_seed(batch))

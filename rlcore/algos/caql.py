@@ -364,6 +364,10 @@ def make_solver(config: CAQLConfig, action_dim: int) -> solvers.MaxQSolver:
     name = solver_name(config, action_dim)
     solver = solvers.make(name, **options)
     capabilities = solvers.capabilities_of(solver)
+    if capabilities.max_action_dim is not None and action_dim > capabilities.max_action_dim:
+        raise ValueError(f"solver {name!r} takes at most {capabilities.max_action_dim}-dimensional actions, the "
+                         f"environment's have {action_dim}; use 'auto' (pwl1d for 1-D actions, ga otherwise), 'ga' "
+                         "or an exact solver for any dimension ('bnb', 'scip').")
     extra = {}
     for option, value, supported in (("time_limit", config.solver_time_limit, capabilities.time_limit),
                                      ("gap", config.solver_gap, capabilities.gap)):
