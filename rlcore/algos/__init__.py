@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlcore.algos import caql, ppo, rwr, sac, vmbpo
+from rlcore.algos import caql, mbpo, ppo, rwr, sac, vmbpo
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Algorithm:
 
 _OFF_POLICY_SMOKE = dict(total_steps=300, learning_starts=100, eval_interval=150, checkpoint_interval=150,
                          eval_episodes=2, log_interval=100)
+_MODEL_SMOKE = dict(random_steps=100, batch_size=32, hidden_sizes=(32, 32), model_hidden_sizes=(32, 32),
+                    model_warmup_updates=20, rollouts_per_update=16, holdout_size=200, elite_interval=50)
 _ON_POLICY_SMOKE = dict(total_steps=256, num_steps=64, num_minibatches=4, update_epochs=2, eval_interval=128,
                         checkpoint_interval=128, eval_episodes=2, hidden_sizes=(16, 16))
 
@@ -37,9 +39,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     "sac": Algorithm("sac", sac.SACConfig, sac.train, sac.make_agent,
                      {**_OFF_POLICY_SMOKE, "random_steps": 100, "batch_size": 32, "hidden_sizes": (32, 32)}),
     "vmbpo": Algorithm("vmbpo", vmbpo.VMBPOConfig, vmbpo.train, vmbpo.make_agent,
-                       {**_OFF_POLICY_SMOKE, "random_steps": 100, "batch_size": 32, "hidden_sizes": (32, 32),
-                        "model_hidden_sizes": (32, 32), "model_warmup_updates": 20, "rollouts_per_update": 16,
-                        "holdout_size": 200, "elite_interval": 50}),
+                       {**_OFF_POLICY_SMOKE, **_MODEL_SMOKE}),
+    # Pendulum has no known termination function: the smoke run trains the learned one, and k grows to 3.
+    "mbpo": Algorithm("mbpo", mbpo.MBPOConfig, mbpo.train, mbpo.make_agent,
+                      {**_OFF_POLICY_SMOKE, **_MODEL_SMOKE, "epoch_length": 50, "rollout_schedule": (1, 4, 1, 3)}),
     "ppo": Algorithm("ppo", ppo.PPOConfig, ppo.train, ppo.make_agent, _ON_POLICY_SMOKE, discrete_actions=True),
     "rwr": Algorithm("rwr", rwr.RWRConfig, rwr.train, rwr.make_agent, _ON_POLICY_SMOKE, discrete_actions=True),
 }

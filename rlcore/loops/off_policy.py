@@ -4,6 +4,11 @@ An agent provides ``act(obs, step, deterministic)``, ``update(batch) -> dict of 
 ``state_dict()`` and ``load_state_dict()``; everything else (environments, replay, evaluation,
 TensorBoard, checkpoints, resume, the progress bar) lives here, so a fix lands once for every
 algorithm.
+
+**Critic against return.** When ``update`` reports ``q_mean`` (the mean Q of its batch), each evaluation record
+also holds ``q_mean``, the average of those since the previous evaluation, and TensorBoard shows it as
+``eval/q_mean`` in one chart with ``eval/return_mean`` ("q_mean vs eval return"), so that a critic that runs away
+from the returns the policy actually gets is visible in every run.
 """
 
 from __future__ import annotations
@@ -96,7 +101,20 @@ def _run(session: RunSession, config: TrainConfig, agent: OffPolicyAgent) -> Tra
         return {"replay": replay.state_dict(), "loop": {
             "update_credit": update_credit, "updates_done": updates_done, "obs": obs,
             "episode_return": episode_return, "episode_length": episode_length,
-            "explore_generator": explore_generator.get_state()}}
+            "explore_generator": explore_generator.get_state(), "q_sum": q_sum, "q_count": q_count}}
+
+    # Sum and count of the updates' q_mean since the last evaluation (tensors: no host sync per update).
+    q_sum, q_count = torch.zeros((), dtype=torch.float64, device=config.device), 0
+    if checkpoint is not None and "q_sum" in checkpoint["loop"]:
+        q_sum, q_count = checkpoint["loop"]["q_sum"].to(config.device), checkpoint["loop"]["q_count"]
+    logger.layout_q_against_return()
+
+    def critic_summary() -> dict[str, float]:
+        """Called at each evaluation: the mean of the updates' q_mean since the previous one (then reset)."""
+        nonlocal q_sum, q_count
+        summary = {"q_mean": float(q_sum) / q_count} if q_count else {}
+        q_sum, q_count = torch.zeros_like(q_sum), 0
+        return summary
 
     last_log_time, last_log_step = time.perf_counter(), session.step
     while not session.finished:
@@ -120,7 +138,11 @@ def _run(session: RunSession, config: TrainConfig, agent: OffPolicyAgent) -> Tra
         if new_step >= config.learning_starts:
             update_credit += config.updates_per_step * env.num_envs
             while update_credit >= 1:
-                logger.accumulate(agent.update(replay.sample(config.batch_size)))
+                metrics = agent.update(replay.sample(config.batch_size))
+                logger.accumulate(metrics)
+                if "q_mean" in metrics:
+                    q_sum = q_sum + metrics["q_mean"].detach().to(q_sum.dtype)
+                    q_count += 1
                 update_credit -= 1
                 updates_done += 1
 
@@ -130,5 +152,5 @@ def _run(session: RunSession, config: TrainConfig, agent: OffPolicyAgent) -> Tra
             logger.scalar("train/steps_per_second", (new_step - last_log_step) / max(now - last_log_time, 1e-9),
                           new_step)
             last_log_time, last_log_step = now, new_step
-        session.advance(new_step, agent, loop_state)
+        session.advance(new_step, agent, loop_state, critic_summary)
     return session.finish(agent, agent.summary() if hasattr(agent, "summary") else {})

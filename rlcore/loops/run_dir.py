@@ -172,6 +172,13 @@ class RunLogger:
         self.writer.add_scalar("eval/return_std", record["return_std"], record["step"])
         for name, value in record.get("metrics", {}).items():
             self.writer.add_scalar(f"eval/{name}", value, record["step"])
+        if "q_mean" in record:
+            self.writer.add_scalar("eval/q_mean", record["q_mean"], record["step"])
+
+    def layout_q_against_return(self) -> None:
+        """One TensorBoard chart (Custom Scalars tab) of the critic's mean Q against the evaluation return."""
+        self.writer.add_custom_scalars({"critic": {"q_mean vs eval return": [
+            "Multiline", ["eval/q_mean", "eval/return_mean"]]}})
 
     def close(self) -> None:
         self.writer.flush()

@@ -144,7 +144,8 @@ class TrainResult:
     agent: Any
     run_dir: Path
     evaluations: list[dict[str, Any]]
-    """One record per evaluation: step, return_mean, return_std, returns, metrics, seeds, wall_seconds."""
+    """One record per evaluation: step, return_mean, return_std, returns, metrics, seeds, wall_seconds,
+    train_seconds (wall seconds less those spent in evaluations)."""
 
     @property
     def final_return(self) -> float:
@@ -256,7 +257,7 @@ class RunSession:
             self.evaluations = [e for e in read_evaluations(self.run_dir) if e["step"] <= self.step]
             write_evaluations(self.run_dir, self.evaluations)
         self.logger = RunLogger(self.run_dir, purge_step=self.step if self.checkpoint is not None else None)
-        self.start_time, self.start_step = time.perf_counter(), self.step
+        self.start_time, self.start_step, self.eval_seconds = time.perf_counter(), self.step, 0.0
         self.bar = tqdm(total=config.total_steps, initial=self.step, disable=not config.progress, unit="step",
                         desc=f"{self.algo} {self.env_id}", dynamic_ncols=True)
         if self.checkpoint is None:
@@ -272,17 +273,26 @@ class RunSession:
         return {"env_from_config": False, "env_description": repr(self.env)}
 
     # ------------------------------------------------------------------ during the run
-    def evaluate(self, agent: Any) -> None:
-        """The evaluation protocol: deterministic policy, ``eval_episodes`` whole episodes on ``eval_env``."""
+    def evaluate(self, agent: Any, extra: Callable[[], dict[str, float]] | None = None) -> None:
+        """The evaluation protocol: deterministic policy, ``eval_episodes`` whole episodes on ``eval_env``.
+        ``extra()`` adds entries to the record (the off-policy loop's ``q_mean``)."""
         step = self.step
+        started = time.perf_counter()
         result = evaluate_episodes(lambda o: agent.act(o, step, deterministic=True), self.eval_env,
                                    seed=self.eval_seed, episodes=self.config.eval_episodes)
         mean, std = summarize(result.returns)
+        now = time.perf_counter()
+        self.eval_seconds += now - started
+        # Seconds since this session started, and the part of them not spent evaluating: "time to a return"
+        # comparisons between libraries with different evaluation protocols use the latter.
         record = {"step": step, "return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
-                  "seeds": result.seeds, "wall_seconds": time.perf_counter() - self.start_time}
+                  "seeds": result.seeds, "wall_seconds": now - self.start_time,
+                  "train_seconds": now - self.start_time - self.eval_seconds}
         if result.metrics:
             record["metrics"] = {k: float(v.nanmean()) for k, v in result.metrics.items()}
             record["episode_metrics"] = {k: v.tolist() for k, v in result.metrics.items()}
+        if extra is not None:
+            record.update(extra())
         self.evaluations.append(record)
         self.logger.evaluation(record)
         self.bar.set_postfix(eval_return=f"{mean:.1f}")
@@ -293,13 +303,15 @@ class RunSession:
             "algo": self.algo, "config": dataclasses.asdict(self.config), "step": self.step,
             "agent": agent.state_dict(), "env": self.env.state_dict(), "rng": global_rng_state(), **state})
 
-    def advance(self, new_step: int, agent: Any, state: Callable[[], dict[str, Any]]) -> None:
-        """Move to ``new_step``; evaluate and checkpoint when an interval (or the end) is crossed."""
+    def advance(self, new_step: int, agent: Any, state: Callable[[], dict[str, Any]],
+                eval_extra: Callable[[], dict[str, float]] | None = None) -> None:
+        """Move to ``new_step``; evaluate (with ``eval_extra``'s entries) and checkpoint when an interval (or the
+        end) is crossed."""
         previous, self.step = self.step, new_step
         self.bar.update(new_step - previous)
         done = new_step >= self.config.total_steps
         if crossed(previous, new_step, self.config.eval_interval) or done:
-            self.evaluate(agent)
+            self.evaluate(agent, eval_extra)
         if crossed(previous, new_step, self.config.checkpoint_interval) or done:
             self.save(agent, state())
 

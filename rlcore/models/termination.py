@@ -17,6 +17,9 @@ rollouts then never terminate, which is exact for tasks without terminal states 
 model optimistic about falling. Hopper's state check uses the observation, whose velocities are clipped
 to [-10, 10], where gymnasium checks the unclipped velocities; both bounds are 100, so this only misses
 velocities beyond 100.
+
+:class:`LearnedTermination` is the alternative for any other task: a classifier of ``s'`` trained on the real
+transitions' ``terminated`` flags.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlcore.networks.mlp import mlp
+from rlcore.networks.normalizer import ObsNormalizer
 
 TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -60,3 +68,32 @@ TERMINATION_FNS: dict[str, TerminationFn] = {
 def termination_fn(env_id: str) -> TerminationFn | None:
     """The known termination function of ``env_id`` (matched by name without version), or ``None``."""
     return TERMINATION_FNS.get(env_id.split("-v")[0].split("/")[-1])
+
+
+class LearnedTermination(nn.Module):
+    """``P(terminal | s')``: a classifier over the next observation, for tasks without a known termination function.
+
+    Trained by logistic regression on real transitions (their ``terminated`` flags); a model transition ends where
+    the predicted probability exceeds 1/2 (the Bayes decision for a termination that is a function of ``s'``, as in
+    every gymnasium task). Unweighted: terminal transitions are rare, and a class weight would move the threshold
+    and end healthy model rollouts. Observations are standardised with running statistics kept in the module.
+    """
+
+    def __init__(self, obs_dim: int, hidden_sizes: tuple[int, ...] = (64, 64)) -> None:
+        super().__init__()
+        self.normalizer = ObsNormalizer(obs_dim)
+        self.net = nn.Sequential(*mlp(obs_dim, hidden_sizes, 1))
+
+    def forward(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B]`` of ``P(terminal | s')``."""
+        return self.net(self.normalizer(next_obs)).squeeze(-1)
+
+    def loss(self, next_obs: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy against the ``terminated`` flags (the running statistics are updated first)."""
+        self.normalizer.update(next_obs)
+        return F.binary_cross_entropy_with_logits(self(next_obs), terminated.to(next_obs.dtype))
+
+    @torch.no_grad()
+    def done(self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """A :data:`TerminationFn`: True where the predicted probability of termination exceeds 1/2."""
+        return (self(next_obs) > 0) | ~torch.isfinite(next_obs).all(dim=1)

@@ -15,7 +15,8 @@ its policy does, and these functions turn it into a loss.
     reward-weighted regression ``rwr_loss``, ``rwr_weights``, ``reward_weighted_loss``
     returns and advantages     ``discounted_returns``, ``gae``, ``normalize_advantages``
     TD targets and losses      ``clipped_double_q_targets``, ``bellman_loss``, ``soft_q_targets``,
-                               ``linex_loss``, ``polyak_update``, ``temperature_step`` (:mod:`~.td`)
+                               ``linex_loss``, ``bounded_soft_backup``, ``polyak_update``,
+                               ``temperature_step`` (:mod:`~.td`)
     =========================  =====================================================
 
 Value checks (NaN, infinities) wait on the device, so they are opt-in inside the training loops: they are on
@@ -30,6 +31,7 @@ from rlcore.objectives.returns import discounted_returns, gae, normalize_advanta
 from rlcore.objectives.rwr import reward_weighted_loss, rwr_loss, rwr_weights
 from rlcore.objectives.td import (
     bellman_loss,
+    bounded_soft_backup,
     clipped_double_q_targets,
     hinge_multiplier_step,
     linex_loss,
@@ -42,6 +44,7 @@ from rlcore.objectives.value import value_loss
 
 __all__ = [
     "bellman_loss",
+    "bounded_soft_backup",
     "categorical_kl",
     "clipped_double_q_targets",
     "clipped_pg_loss",

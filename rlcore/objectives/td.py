@@ -10,6 +10,8 @@ new agent reuses the exact same arithmetic:
     soft (entropy) target (SAC)             ``soft_q_targets``: r + γ(1−d)[min_j Q_j' − α log π(a'|s')]
     temperature (SAC, VMBPO)                ``temperature_step`` on −mean(log α · (log π + H̄))
     LINEX backup (VMBPO)                    ``linex_loss``; ``soft_optimistic_backup`` on a finite MDP
+    bounded backup (VMBPO)                  ``bounded_soft_backup`` on a finite MDP: expected backup plus
+                                            a capped, not backed-up optimism bonus
     Polyak averaging                        ``polyak_update``: θ' ← (1 − τ) θ' + τ θ
     ======================================  ==================================================================
 
@@ -80,9 +82,12 @@ def soft_q_targets(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torc
 
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """``target <- (1 - tau) target + tau source``, in place."""
+    target_params, source_params = list(target.parameters()), list(source.parameters())
+    if len(target_params) != len(source_params):
+        raise ValueError(f"target has {len(target_params)} parameter tensors, source {len(source_params)}.")
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters(), strict=True):
-            t.lerp_(s, tau)
+        # One fused call for all tensors: a per-tensor loop costs more than the arithmetic for small nets.
+        torch._foreach_lerp_(target_params, source_params, tau)
 
 
 
@@ -110,7 +115,7 @@ def soft_optimistic_backup(rewards: torch.Tensor, transitions: torch.Tensor, pri
     return {"q_values": q_values, "values": new_values, "q_policy": q_policy, "q_model": q_model}
 
 
-def linex_loss(predictions: torch.Tensor, targets: torch.Tensor, eta: float,
+def linex_loss(predictions: torch.Tensor, targets: torch.Tensor, eta: float | torch.Tensor,
                max_log_ratio: float = math.inf) -> torch.Tensor:
     """``eta^2 (exp(nu) - 1 - nu)`` with ``nu = (targets - predictions)/eta``, elementwise.
 
@@ -124,3 +129,34 @@ def linex_loss(predictions: torch.Tensor, targets: torch.Tensor, eta: float,
     exp_nu_minus_one = torch.expm1(capped) + torch.where(nu > max_log_ratio, capped.exp() * (nu - capped), 0.0)
     return eta**2 * (exp_nu_minus_one - nu)
 
+
+def bounded_soft_backup(rewards: torch.Tensor, transitions: torch.Tensor, prior_policy: torch.Tensor,
+                        values: torch.Tensor, policy_eta: float, model_eta: float, bonus_cap: float,
+                        gamma: float) -> dict[str, torch.Tensor]:
+    """One backup of VMBPO's bounded E-step (see :mod:`rlcore.algos.vmbpo`) on a finite MDP.
+
+    With the risk-neutral soft value ``V`` of the next states (``[S]``), ``r`` ``[S, A]``, ``p`` ``[S, A, S]`` and
+    the baseline ``pi`` ``[S, A]``, it returns:
+
+    * ``expected_q = r + gamma E_p[V(s')]``, the ordinary expected backup;
+    * ``bonus = min(model_eta log E_p[exp(gamma (V(s') - E_p V) / model_eta)], bonus_cap)``, the one-step optimism
+      of the variational model (``>= 0`` by Jensen's inequality), capped;
+    * ``q_values = expected_q + bonus``, the optimistic values that the variational policy maximises (equal to
+      :func:`soft_optimistic_backup`'s with ``eta = model_eta`` while the cap is not reached);
+    * ``values = policy_eta log E_pi[exp(expected_q / policy_eta)]``, the risk-neutral soft value carried to the
+      next backup: the bonus is **not** backed up, so it never compounds over the horizon;
+    * ``q_policy = pi exp((q_values - V+) / policy_eta)`` with ``V+ = policy_eta log E_pi[exp(q_values /
+      policy_eta)]``, and ``q_model = p exp(gamma V(s') / model_eta) / Z``, the tilted (uncapped) model.
+    """
+    next_values = gamma * values
+    expected_next = (transitions * next_values).sum(-1)
+    tilt = torch.logsumexp(transitions.log() + next_values / model_eta, dim=-1)
+    bonus = (model_eta * tilt - expected_next).clamp(min=0.0, max=bonus_cap)
+    expected_q = rewards + expected_next
+    q_values = expected_q + bonus
+    new_values = policy_eta * torch.logsumexp(prior_policy.log() + expected_q / policy_eta, dim=-1)
+    optimistic_values = policy_eta * torch.logsumexp(prior_policy.log() + q_values / policy_eta, dim=-1)
+    q_policy = prior_policy * torch.exp((q_values - optimistic_values.unsqueeze(-1)) / policy_eta)
+    q_model = transitions * torch.exp(next_values / model_eta - tilt.unsqueeze(-1))
+    return {"expected_q": expected_q, "bonus": bonus, "q_values": q_values, "values": new_values,
+            "q_policy": q_policy, "q_model": q_model}
