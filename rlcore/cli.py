@@ -3,6 +3,7 @@
     rlcore train [ALGO] [--field value ...]   train (ALGO defaults to caql; --help lists every field)
     rlcore train ALGO --resume RUN_DIR        continue a run from its last checkpoint
     rlcore train slate [slateq|ppo] [...]     train a slate agent (rlcore.adapters.slate; --resume as above)
+    rlcore train dialogue [ppo|q] [...]       train a dialogue manager (rlcore.adapters.dialogue; --resume too)
     rlcore eval RUN_DIR [--episodes 10]       evaluate the saved agent of a run (on its evaluation seeds)
     rlcore solvers                            list the registered max-Q solvers
 """
@@ -25,6 +26,8 @@ from rlcore.loops.session import EnvSource, is_env, make_env
 USAGE = __doc__ or ""
 SLATE_RUN_ALGOS = ("slateq", "slate-ppo")
 """Algorithm names of slate-adapter runs (kept here so that ``rlcore eval`` need not import the adapter)."""
+DIALOGUE_RUN_ALGOS = ("dialogue-ppo", "dialogue-q")
+"""Algorithm names of dialogue-adapter runs."""
 
 
 def train_main(argv: list[str]) -> int:
@@ -35,6 +38,10 @@ def train_main(argv: list[str]) -> int:
         from rlcore.adapters.slate.cli import train_main as slate_train_main
 
         return slate_train_main(argv)
+    if name == "dialogue":  # so has the dialogue adapter (rlcore.adapters.dialogue.cli)
+        from rlcore.adapters.dialogue.cli import train_main as dialogue_train_main
+
+        return dialogue_train_main(argv)
     try:
         algorithm = algos.get(name)
     except ValueError as error:
@@ -73,7 +80,8 @@ def eval_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rlcore eval", description="Evaluate the saved agent of a run directory.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--episodes", type=int, default=None,
-                        help="episodes (deterministic policy); default 10, for a slate run its eval_episodes users")
+                        help="episodes (deterministic policy); default 10, for a slate or dialogue run its "
+                             "eval_episodes users")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the first evaluation episode (default: the run's own evaluation seed, so "
                              "the run's last evaluation is reproduced)")
@@ -94,7 +102,7 @@ def eval_main(argv: list[str]) -> int:
 def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | None = None, device: str = "cpu",
                  env: EnvSource | None = None) -> dict:
     """Evaluate a run's saved agent (its newest checkpoint that loads) over ``episodes`` episodes (default 10;
-    for a slate run, the run's own ``eval_episodes`` users, so that its last evaluation is reproduced).
+    for a slate or dialogue run, the run's own ``eval_episodes`` users, so that its last evaluation is reproduced).
 
     ``seed`` defaults to the run's evaluation seed (``config.seed + 1_000_003``, what training evaluated on).
     A run trained on an environment object needs ``env``: an environment or a factory ``seed -> BatchedEnv``.
@@ -108,6 +116,13 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
             raise ValueError(f"{run_dir} is a slate run; its environment is rebuilt from its config, so leave env "
                              "unset.")
         return slate_evaluate_run(run_dir, episodes, seed, device)
+    if name in DIALOGUE_RUN_ALGOS:  # and so do dialogue runs
+        from rlcore.adapters.dialogue.cli import evaluate_run as dialogue_evaluate_run
+
+        if env is not None:
+            raise ValueError(f"{run_dir} is a dialogue run; its environment is rebuilt from its config, so leave env "
+                             "unset.")
+        return dialogue_evaluate_run(run_dir, episodes, seed, device)
     episodes = 10 if episodes is None else episodes
     record = load_run_record(run_dir)
     algorithm = algos.get(name)

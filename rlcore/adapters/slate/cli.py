@@ -10,80 +10,36 @@ world included, so that resuming rebuilds the same environments and continues bi
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tyro
-
+from rlcore.adapters.common import AdapterAlgorithm, adapter_train_main
 from rlcore.adapters.slate import ppo, slateq
 from rlcore.adapters.slate.env import SlateEnv
 from rlcore.loops.checkpoint import load_latest_checkpoint
 from rlcore.loops.evaluation import evaluate_episodes, summarize
 from rlcore.loops.run_dir import config_from_dict, load_config
 
-
-@dataclass(frozen=True)
-class SlateAlgorithm:
-    method: str
-    algo: str
-    config_cls: type
-    train: Any
-
+SlateAlgorithm = AdapterAlgorithm
+"""The row of one slate method (kept under its old name)."""
 
 ALGORITHMS = {
-    "slateq": SlateAlgorithm("slateq", "slateq", slateq.SlateQConfig, slateq.train),
-    "ppo": SlateAlgorithm("ppo", "slate-ppo", ppo.SlatePPOConfig, ppo.train),
+    "slateq": AdapterAlgorithm("slateq", "slateq", slateq.SlateQConfig, slateq.train),
+    "ppo": AdapterAlgorithm("ppo", "slate-ppo", ppo.SlatePPOConfig, ppo.train),
 }
 RUN_ALGOS = {a.algo: a for a in ALGORITHMS.values()}
 """Run-directory algorithm names of slate runs (what ``config.json`` says)."""
 
 
-def _resume_dir(argv: list[str]) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg == "--resume" and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith("--resume="):
-            return arg.split("=", 1)[1]
-    return None
+def _report(final: dict[str, Any]) -> str:
+    rate = final.get("metrics", {}).get("choice_rate", float("nan"))
+    return (f"final evaluation at step {final['step']}: return {final['return_mean']:.2f} "
+            f"± {final['return_std']:.2f} over {len(final['returns'])} users, choice rate {rate:.3f}")
 
 
 def train_main(argv: list[str]) -> int:
     """``rlcore train slate ...``; returns the exit status."""
-    method = None
-    if argv and not argv[0].startswith("-"):
-        method, argv = argv[0], argv[1:]
-        if method not in ALGORITHMS:
-            print(f"rlcore train slate: unknown method {method!r}; available: {', '.join(ALGORITHMS)} "
-                  "(e.g. `rlcore train slate ppo --total-steps 20000`).", file=sys.stderr)
-            return 2
-    resume = _resume_dir(argv)
-    if resume is not None:
-        saved_algo, saved = load_config(resume)
-        if saved_algo not in RUN_ALGOS:
-            print(f"rlcore train slate: {resume} is a {saved_algo} run, not a slate run; use "
-                  f"`rlcore train {saved_algo} --resume ...`.", file=sys.stderr)
-            return 2
-        algorithm = RUN_ALGOS[saved_algo]
-        if method is not None and method != algorithm.method:
-            print(f"rlcore train slate: {resume} is a {algorithm.method} run; use `rlcore train slate "
-                  f"{algorithm.method} --resume ...`.", file=sys.stderr)
-            return 2
-        default = config_from_dict(algorithm.config_cls, saved)
-    else:
-        algorithm = ALGORITHMS[method or "slateq"]
-        default = algorithm.config_cls()
-    config = tyro.cli(algorithm.config_cls, args=argv, default=default, prog=f"rlcore train slate {algorithm.method}",
-                      description=(algorithm.config_cls.__doc__ or "").strip())
-    result = algorithm.train(config)
-    final = result.evaluations[-1] if result.evaluations else None
-    if final is not None:
-        rate = final.get("metrics", {}).get("choice_rate", float("nan"))
-        print(f"final evaluation at step {final['step']}: return {final['return_mean']:.2f} "
-              f"± {final['return_std']:.2f} over {len(final['returns'])} users, choice rate {rate:.3f}")
-    print(f"run directory: {result.run_dir}  (tensorboard --logdir {result.run_dir.parent})")
-    return 0
+    return adapter_train_main("slate", ALGORITHMS, "slateq", argv, _report)
 
 
 def load_agent(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
