@@ -87,9 +87,11 @@ class OnlineDynamics:
 
     Args:
         settings: the model settings.
-        obs_dim, action_dim: the task's sizes.
+        obs_dim: the task's observation size.
+        action_dim: the task's action size.
         env_id: picks the known termination function (``termination='known'`` or ``'auto'``).
         seed: seeds the model's generator (holdout key, bootstraps, model sampling) and the holdout buffer.
+        device: where the model and its buffers live.
     """
 
     def __init__(self, settings: ModelSettings, obs_dim: int, action_dim: int, env_id: str, seed: int,
