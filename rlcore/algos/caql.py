@@ -367,21 +367,17 @@ def make_solver(config: CAQLConfig, action_dim: int) -> solvers.MaxQSolver:
     """The configured max-Q solver; ``solver_time_limit`` and ``solver_gap`` go to solvers that declare them."""
     options: dict[str, SolverOptionValue] = {"seed": config.seed, **config.solver_options}
     name = solver_name(config, action_dim)
-    solver = solvers.make(name, **options)
-    # Every CAQL solve is warm-started by the action function, so an exact solver's own incumbent search needs no
-    # more than GA's default budget (1 + 3 starts, 20 steps): with bnb's standalone default (32 starts x 30 steps)
-    # that search was 80% of a CAQL update on Hopper-v5. Options given in solver_options win.
-    fields = {f.name for f in dataclasses.fields(solver)} if dataclasses.is_dataclass(solver) else set()
-    incumbent = {key: value for key, value in INCUMBENT_SEARCH.items() if key in fields and key not in options}
-    if incumbent:
-        options.update(incumbent)
-        solver = solvers.make(name, **options)
+    solver = solvers.make(name, **options)  # read for its fields and capabilities; rebuilt once if options change
     capabilities = solvers.capabilities_of(solver)
     if capabilities.max_action_dim is not None and action_dim > capabilities.max_action_dim:
         raise ValueError(f"solver {name!r} takes at most {capabilities.max_action_dim}-dimensional actions, the "
                          f"environment's have {action_dim}; use 'auto' (pwl1d for 1-D actions, ga otherwise), 'ga' "
                          "or an exact solver for any dimension ('bnb', 'scip').")
-    extra = {}
+    # Every CAQL solve is warm-started by the action function, so an exact solver's own incumbent search needs no
+    # more than GA's default budget (1 + 3 starts, 20 steps): with bnb's standalone default (32 starts x 30 steps)
+    # that search was 80% of a CAQL update on Hopper-v5. Options given in solver_options win.
+    fields = {f.name for f in dataclasses.fields(solver)} if dataclasses.is_dataclass(solver) else set()
+    extra = {key: value for key, value in INCUMBENT_SEARCH.items() if key in fields and key not in options}
     for option, value, supported in (("time_limit", config.solver_time_limit, capabilities.time_limit),
                                      ("gap", config.solver_gap, capabilities.gap)):
         if value is None:
@@ -391,7 +387,6 @@ def make_solver(config: CAQLConfig, action_dim: int) -> solvers.MaxQSolver:
                              f"{', '.join(_solvers_with(option))}.")
         extra[option] = value
     return solvers.make(name, **options, **extra) if extra else solver
-
 
 def _solvers_with(capability: str) -> list[str]:
     return [name for name in solvers.available()
