@@ -101,7 +101,8 @@ def test_templates_and_parser_round_trip():
 
 # ---------------------------------------------------------------------------------------------- environment
 def test_env_follows_the_batched_candidate_set_contract():
-    env = dialogue.DialogueEnv(num_envs=16, seed=0, episode_length=6)
+    # The tracker alone: the learned default needs the MoE-LM of the task's turn limit (trained once per limit).
+    env = dialogue.DialogueEnv(num_envs=16, seed=0, episode_length=6, history_encoder="tracker")
     assert isinstance(env, envs.BatchedEnv) and env.action_set is None
     assert isinstance(env.action_space, envs.CandidateSet) and env.action_dim == 5
     obs, _ = env.reset(seed=1)
@@ -173,7 +174,45 @@ def test_environment_state_resumes_exactly():
         assert all(torch.equal(out_a[0][k], out_b[0][k]) for k in out_a[0])
         assert torch.equal(out_a[1], out_b[1]) and torch.equal(out_a[2], out_b[2])
     with pytest.raises(ValueError, match="another dialogue task"):
-        dialogue.DialogueEnv(num_envs=6, episode_length=7).load_state_dict(a.state_dict())
+        dialogue.DialogueEnv(num_envs=6, episode_length=7, history_encoder="tracker").load_state_dict(a.state_dict())
+
+
+def test_history_encoders_read_only_what_was_said():
+    learned = dialogue.DialogueEnv(num_envs=8, seed=0)
+    tracker = dialogue.DialogueEnv(num_envs=8, seed=0, history_encoder="tracker")
+    alone = dialogue.DialogueEnv(num_envs=8, seed=0, history_encoder="moe")
+    assert learned.config.history_encoder == "learned"
+    assert learned.history_dim == tracker.history_dim + alone.history_dim == tracker.history_dim + 64
+    obs = [env.reset(seed=4)[0] for env in (learned, tracker, alone)]
+    f = tracker.history_dim
+    torch.testing.assert_close(obs[0]["history"], torch.cat([obs[1]["history"], obs[2]["history"]], 1))
+    actions = obs[0]["candidate_mask"].float().argmax(1)
+    steps = [env.step(actions)[0] for env in (learned, tracker, alone)]
+    assert not torch.allclose(steps[0]["history"][:, f:], obs[0]["history"][:, f:])  # it moves with the words
+    torch.testing.assert_close(steps[0]["history"], torch.cat([steps[1]["history"], steps[2]["history"]], 1))
+    # Deterministic: the same seed and the same words give the same encoding.
+    same = dialogue.DialogueEnv(num_envs=8, seed=0)
+    torch.testing.assert_close(same.reset(seed=4)[0]["history"], obs[0]["history"])
+
+
+def test_minilm_history_and_candidates_are_sentence_embeddings():
+    pytest.importorskip("sentence_transformers")  # the `text` extra, installed by the `test` extra
+    from rlcore.adapters.text import MiniLMEncoder
+
+    env = dialogue.DialogueEnv(num_envs=3, seed=0, history_encoder="minilm")
+    obs, _ = env.reset(seed=2)
+    assert obs["history"].shape == (3, 384) and obs["candidates"].shape == (3, 5, 384)
+    torch.testing.assert_close(obs["history"].norm(dim=1), torch.ones(3))
+    encoder = MiniLMEncoder()
+    texts = [text for _, text, _ in env.candidate_texts(0)]
+    torch.testing.assert_close(obs["candidates"][0], encoder.encode(texts), atol=1e-5, rtol=1e-5)
+    obs, reward, *_ = env.step(obs["candidate_mask"].float().argmax(1))
+    transcript = " ".join(env.transcripts[1][-8:])
+    torch.testing.assert_close(obs["history"][1], encoder.encode([transcript])[0], atol=1e-5, rtol=1e-5)
+    # Paraphrase-level similarity: a recommendation is closer to another recommendation than to a question.
+    a, b, c = encoder.encode(["you might like inception , a great movies pick",
+                              "you might like heat , a great movies pick", "what topic do you like most ?"])
+    assert a @ b > a @ c
 
 
 # ---------------------------------------------------------------------------------------------- experts
@@ -244,7 +283,8 @@ def test_a_short_training_run_beats_the_uniform_choice(tmp_path, method, extra):
 def _args(tmp_path, label, method, *extra):
     args = ["train", "dialogue", method, "--total-steps", "512", "--checkpoint-interval", "256", "--eval-interval",
             "256", "--eval-episodes", "16", "--num-envs", "16", "--no-progress", "--seed", "3",
-            "--dialogue.episode-length", "10", "--hidden-sizes", "32", "32", *extra]
+            "--dialogue.episode-length", "10", "--dialogue.history-encoder", "tracker", "--hidden-sizes", "32", "32",
+            *extra]
     return [*args, "--run-dir", str(tmp_path / label)]
 
 
@@ -273,7 +313,8 @@ def test_cli_run_resumes_bit_for_bit_and_evaluates(tmp_path, method, extra):
     ({"reward": "clicks"}, r"reward must be one of 'satisfaction', 'accepted'; got 'clicks'"),
     ({"num_topics": 9}, r"num_topics must be an integer in \[2, 6\], got 9"),
     ({"experts": "gpt"}, r"experts must be 'template' or 'moe', got 'gpt'"),
-    ({"history_encoder": "bert"}, r"history_encoder must be 'tracker', 'moe' or 'minilm'"),
+    ({"history_encoder": "bert"}, r"history_encoder must be one of 'learned', 'tracker', 'moe', 'minilm'; got "
+                                  r"'bert'"),
     ({"temperature": 1.0}, r"unknown argument\(s\) \['temperature'\]"),
     ({"num_envs": 0}, r"num_envs must be an integer >= 1"),
 ])

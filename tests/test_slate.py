@@ -233,6 +233,54 @@ def test_train_agent_remembers_its_world_for_evaluate(tmp_path):
         slate.evaluate(agent, env_seed=0, num_users=10, env=slate.SlateEnv(num_envs=2, num_items=21, slate_size=2))
 
 
+# ---------------------------------------------------------------------------------------------- text pool
+def test_text_pool_is_minilm_embeddings_of_the_item_texts(tmp_path):
+    pytest.importorskip("sentence_transformers")  # the `text` extra, installed by the `test` extra
+    from rlcore.adapters.slate.text_items import minilm_embeddings, project, prompt_expansions
+
+    texts = ("a red fox asleep in the snow", "a fox curled up in winter snow", "a quarterly tax return form",
+             "an income tax declaration", "a sailing boat on a calm sea", "a yacht sailing on still water")
+    env = slate.SlateEnv(num_envs=4, num_items=6, slate_size=2, num_user_types=2, embedding_dim=3, seed=1,
+                         items="text", item_texts=list(texts))
+    e = env.items.embeddings
+    assert env.items.texts == texts and e.shape == (6, 3)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(6))
+    # The projection keeps what MiniLM says: each text's nearest neighbour is its paraphrase.
+    similarity = (e @ e.T).fill_diagonal_(-2.0)
+    assert similarity.argmax(1).tolist() == [1, 0, 3, 2, 5, 4]
+    raw = minilm_embeddings(texts)
+    assert raw.shape == (6, 384) and (raw @ raw.T).fill_diagonal_(-2.0).argmax(1).tolist() == [1, 0, 3, 2, 5, 4]
+    torch.testing.assert_close(project(raw, 3), e)
+    # Only the embeddings come from the texts: appeal, quality and the types are the generated world's.
+    twin = slate.SlateEnv(num_envs=4, num_items=6, slate_size=2, num_user_types=2, embedding_dim=3, seed=1)
+    torch.testing.assert_close(twin.items.appeal, env.items.appeal)
+    assert twin.config.world_key() != env.config.world_key()
+    # Without item_texts the pool is composed prompt expansions, fixed by the seed; and it trains and resumes.
+    composed = slate.SlateEnv(num_envs=4, num_items=30, slate_size=2, num_user_types=2, seed=3, items="text")
+    assert composed.items.texts == prompt_expansions(30, 3) and len(set(composed.items.texts)) == 30
+    assert composed.items.texts != prompt_expansions(30, 4)
+    agent = slate.train_agent(composed, method="slateq", total_steps=256, seed=0, run_dir=str(tmp_path / "run"),
+                              learning_starts=64, eval_episodes=8)
+    assert agent.env_config.item_texts is None and agent.env_config.items == "text"
+    reloaded, config, _ = load_agent(tmp_path / "run")
+    assert config.slate.texts() == composed.items.texts
+    assert slate.evaluate(reloaded, env_seed=5, num_users=50) == slate.evaluate(agent, env_seed=5, num_users=50)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"items": "images"}, r"items must be one of 'generated', 'text'; got 'images'"),
+    ({"item_texts": ["a", "b"]}, r"item_texts is only read with items='text'"),
+    ({"items": "text", "num_items": 3, "slate_size": 2, "item_texts": ["a", "b"]},
+     r"item_texts holds 2 texts but num_items = 3"),
+    ({"items": "text", "num_items": 2, "slate_size": 2, "item_texts": ["a", "a"]}, "repeated texts"),
+    ({"items": "text", "num_items": 2, "slate_size": 2, "item_texts": ["a", ""]}, "non-empty strings"),
+    ({"items": "text", "num_items": 4000}, r"composes at most 3200 prompt expansions, got num_items = 4000"),
+])
+def test_bad_text_pools_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        slate.SlateEnv(**kwargs)
+
+
 # ---------------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"reward": "dwell"}, r"reward must be one of 'satisfaction', 'click', 'quality'; got 'dwell'"),

@@ -7,7 +7,7 @@ open-ended dialogue; an ICER-style behaviourally consistent user simulator). One
 * :mod:`~rlcore.adapters.dialogue.conversation`: the dialogue-state tracker over what was said;
 * :mod:`~rlcore.adapters.dialogue.experts`: the :class:`Expert` interface and the template experts;
 * :mod:`~rlcore.adapters.dialogue.moe_lm`: the mixture-of-experts language model, trained and cached;
-* :mod:`~rlcore.adapters.dialogue.encoders`: all-MiniLM-L6-v2 history and utterance embeddings (``text`` extra);
+* :mod:`~rlcore.adapters.text` (shared): all-MiniLM-L6-v2 history and utterance embeddings (``text`` extra);
 * :mod:`~rlcore.adapters.dialogue.env`: :class:`DialogueEnv` (``Dialogue-v0``), the batched environment;
 * :mod:`~rlcore.adapters.dialogue.networks`: the (state, candidate) pair network;
 * :mod:`~rlcore.adapters.dialogue.ppo` and :mod:`~rlcore.adapters.dialogue.q`: the PPO and Q managers;

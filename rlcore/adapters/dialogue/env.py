@@ -88,15 +88,21 @@ class DialogueEnv:
         self.expert_names = [e.name for e in self.experts]
         self.text_encoder = None
         if self.config.history_encoder == "minilm":
-            from rlcore.adapters.dialogue.encoders import MiniLMEncoder
+            from rlcore.adapters.text import MiniLMEncoder
 
-            self.text_encoder = MiniLMEncoder(device=self.device)
-        elif self.config.history_encoder == "moe":
+            self.text_encoder = MiniLMEncoder(self.device, purpose="history_encoder='minilm'",
+                                              alternative=", or use history_encoder='learned' or 'tracker'")
+        elif self.config.history_encoder in ("learned", "moe"):
             self.moe_model = self._moe().to(self.device)
         self.record = record or self.text_encoder is not None
         c, k = self.config, len(self.experts)
-        self.history_dim = (self.text_encoder.dim if self.text_encoder is not None
-                            else self.moe_model.latent_dim if self.moe_model is not None else feature_dim(c.num_topics))
+        tracker_dim = feature_dim(c.num_topics)
+        if self.text_encoder is not None:
+            self.history_dim = self.text_encoder.dim
+        elif self.moe_model is None:
+            self.history_dim = tracker_dim
+        else:
+            self.history_dim = self.moe_model.config.latent_dim + (tracker_dim if c.history_encoder == "learned" else 0)
         self.embedding_dim = self.text_encoder.dim if self.text_encoder is not None else len(L.VOCAB)
         self.action_set = None
         self.action_space = CandidateSet(k, self.embedding_dim)
@@ -137,10 +143,12 @@ class DialogueEnv:
     def _history(self) -> torch.Tensor:
         if self.text_encoder is not None:
             return self.text_encoder.encode([" ".join(t[-8:]) for t in self.transcripts])
+        features = self._conv.features(self.config.episode_length)
         if self.moe_model is not None:
             with torch.no_grad():
-                return self.moe_model.encode(self._conv, self.config.episode_length)
-        return self._conv.features(self.config.episode_length)
+                z = self.moe_model.encode(self._conv, self.config.episode_length)
+            return torch.cat([features, z], dim=1) if self.config.history_encoder == "learned" else z
+        return features
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.text_encoder is not None:

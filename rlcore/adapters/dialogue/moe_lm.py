@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -216,6 +217,8 @@ def load_moe_lm(config: MoELMConfig | None = None, cache_dir: str | Path | None 
         except Exception:  # a damaged cache file is retrained, not fatal
             model = None
     if model is None:
+        sys.stderr.write(f"rlcore: training the dialogue MoE-LM once ({config.steps} steps, about a minute on one CPU "
+                         f"core); it is cached at {path}\n")
         model = train_moe_lm(config)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -48,6 +48,8 @@ from rlcore.adapters.dialogue import language as L
 REWARDS = ("satisfaction", "accepted")
 """``satisfaction``: the change in satisfaction (default); ``accepted``: 1 per accepted recommendation."""
 Reward = Literal["satisfaction", "accepted"]
+HISTORY_ENCODERS = ("learned", "tracker", "moe", "minilm")
+"""Accepted values of ``DialogueConfig.history_encoder``."""
 
 
 @dataclass
@@ -56,9 +58,10 @@ class DialogueConfig:
 
     experts: Literal["template", "moe"] = "template"
     """Candidate generators: the template experts, or the MoE-LM's expert heads (trained and cached)."""
-    history_encoder: Literal["tracker", "moe", "minilm"] = "tracker"
-    """History embedding: the dialogue-state tracker over what was said, the MoE-LM's shared encoder, or
-    all-MiniLM-L6-v2 (needs the `text` extra)."""
+    history_encoder: Literal["learned", "tracker", "moe", "minilm"] = "learned"
+    """History embedding: 'learned' (the dialogue-state tracker's features joined with the MoE-LM's learned
+    encoding of the last exchange), 'tracker' (the features alone), 'moe' (the learned encoding alone) or
+    'minilm' (all-MiniLM-L6-v2 of the transcript; needs the `text` extra)."""
     num_topics: int = 6
     """Topics users have interests over (at most 6, the vocabulary's)."""
     episode_length: int = 20
@@ -82,8 +85,9 @@ class DialogueConfig:
         """Raise a ``ValueError`` naming the first bad field, what is accepted, and how to fix it."""
         if self.experts not in ("template", "moe"):
             raise ValueError(f"experts must be 'template' or 'moe', got {self.experts!r}.")
-        if self.history_encoder not in ("tracker", "moe", "minilm"):
-            raise ValueError(f"history_encoder must be 'tracker', 'moe' or 'minilm', got {self.history_encoder!r}.")
+        if self.history_encoder not in HISTORY_ENCODERS:
+            raise ValueError(f"history_encoder must be one of {', '.join(map(repr, HISTORY_ENCODERS))}; got "
+                             f"{self.history_encoder!r}.")
         if not isinstance(self.num_topics, int) or not 2 <= self.num_topics <= len(L.TOPICS):
             raise ValueError(f"num_topics must be an integer in [2, {len(L.TOPICS)}], got {self.num_topics!r}.")
         if not isinstance(self.episode_length, int) or self.episode_length < 1:
@@ -298,4 +302,4 @@ class UserSimulator:
         return s, Reply(reply, reply_topic, reply_item, reply_level, satisfaction_change, accepted, left)
 
 
-__all__ = ["REWARDS", "DialogueConfig", "Reply", "UserSimulator", "UserState"]
+__all__ = ["HISTORY_ENCODERS", "REWARDS", "DialogueConfig", "Reply", "UserSimulator", "UserState"]

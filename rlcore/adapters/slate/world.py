@@ -21,11 +21,14 @@ Quality is not part of the satisfaction of a pick: it is what keeps a user comin
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+ITEM_SOURCES = ("generated", "text")
+"""Accepted values of ``SlateEnvConfig.items``."""
 REWARDS = ("satisfaction", "click", "quality")
 """Accepted values of ``SlateEnvConfig.reward``."""
 Reward = Literal["satisfaction", "click", "quality"]
@@ -57,6 +60,15 @@ class SlateEnvConfig:
     """Standard deviation of the user's opening request around its type's preference (per dimension)."""
     candidates_per_turn: int | None = None
     """Items on offer each turn (a random subset, like generated prompt expansions); None: the whole pool."""
+    items: Literal["generated", "text"] = "generated"
+    """Item embeddings: 'generated' (random unit vectors) or 'text' (all-MiniLM-L6-v2 embeddings of item texts
+    projected to embedding_dim, see :mod:`~rlcore.adapters.slate.text_items`; needs the `text` extra)."""
+    item_texts: tuple[str, ...] | None = None
+    """With items='text': one text per item (None: num_items prompt expansions composed from the seed)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.item_texts, list):  # a config read back from JSON, or a user's list
+            self.item_texts = tuple(self.item_texts)
 
     def validate(self) -> None:
         """Raise a ``ValueError`` naming the first bad field, what is accepted, and how to fix it."""
@@ -74,6 +86,20 @@ class SlateEnvConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
         if not 0 <= self.drift <= 1:
             raise ValueError(f"drift must be in [0, 1], got {self.drift!r}.")
+        if self.items not in ITEM_SOURCES:
+            raise ValueError(f"items must be one of {', '.join(map(repr, ITEM_SOURCES))}; got {self.items!r}.")
+        if self.item_texts is not None:
+            if self.items != "text":
+                raise ValueError(f"item_texts is only read with items='text', got items={self.items!r}; set "
+                                 "items='text' or drop item_texts.")
+            texts = self.item_texts
+            if isinstance(texts, str) or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise ValueError("item_texts must be a sequence of non-empty strings (one per item).")
+            if len(texts) != self.num_items:
+                raise ValueError(f"item_texts holds {len(texts)} texts but num_items = {self.num_items}; give one "
+                                 f"text per item (or set num_items={len(texts)}).")
+            if len(set(texts)) != len(texts):
+                raise ValueError("item_texts has repeated texts; every item needs its own text.")
         k = self.candidates_per_turn
         if k is not None and not self.slate_size <= k <= self.num_items:
             raise ValueError(f"candidates_per_turn must be None or in [slate_size, num_items] = [{self.slate_size}, "
@@ -81,18 +107,31 @@ class SlateEnvConfig:
 
     def world_key(self) -> tuple:
         """The fields that fix the world an agent was trained in (items, types, reward, dynamics)."""
+        texts = None
+        if self.item_texts is not None:  # a digest, so that the key stays short in checkpoints
+            texts = hashlib.sha256("\n".join(self.item_texts).encode()).hexdigest()[:16]
         return (self.num_items, self.slate_size, self.num_user_types, self.seed, self.embedding_dim,
                 self.episode_length, self.reward, self.initial_patience, self.drift, self.prompt_noise,
-                self.candidates_per_turn)
+                self.candidates_per_turn, self.items, texts)
+
+    def texts(self) -> tuple[str, ...] | None:
+        """The item texts of a text pool (given or composed), None for a generated pool."""
+        if self.items != "text":
+            return None
+        from rlcore.adapters.slate.text_items import prompt_expansions
+
+        return tuple(self.item_texts) if self.item_texts is not None else prompt_expansions(self.num_items, self.seed)
 
 
 @dataclass(frozen=True)
 class ItemPool:
-    """The candidate pool: ``embeddings [I, d]`` (unit), ``appeal [I]`` and ``quality [I]``."""
+    """The candidate pool: ``embeddings [I, d]`` (unit), ``appeal [I]``, ``quality [I]`` and, for a text pool,
+    the item ``texts``."""
 
     embeddings: torch.Tensor
     appeal: torch.Tensor
     quality: torch.Tensor
+    texts: tuple[str, ...] | None = None
 
     @property
     def features(self) -> torch.Tensor:
@@ -103,7 +142,7 @@ class ItemPool:
         return int(self.embeddings.shape[0])
 
     def to(self, device: torch.device | str) -> ItemPool:
-        return ItemPool(self.embeddings.to(device), self.appeal.to(device), self.quality.to(device))
+        return ItemPool(self.embeddings.to(device), self.appeal.to(device), self.quality.to(device), self.texts)
 
 
 @dataclass(frozen=True)
@@ -132,6 +171,11 @@ def make_world(config: SlateEnvConfig) -> tuple[ItemPool, UserTypes]:
     g = torch.Generator().manual_seed(int(config.seed))
     n, d, k = config.num_items, config.embedding_dim, config.num_user_types
     embeddings = _unit(torch.randn(n, d, generator=g))
+    texts = config.texts()
+    if texts is not None:  # the same draws either way, so a text world differs from its generated twin only here
+        from rlcore.adapters.slate.text_items import text_item_embeddings
+
+        embeddings = text_item_embeddings(texts, d)
     appeal = torch.randn(n, generator=g)
     # Quality falls with appeal: the items that get picked most easily are not the ones that keep users.
     quality = 0.7 * (-0.6 * appeal + 0.8 * torch.randn(n, generator=g))
@@ -140,7 +184,8 @@ def make_world(config: SlateEnvConfig) -> tuple[ItemPool, UserTypes]:
     appeal_weight = 0.5 + torch.rand(k, generator=g)
     no_choice = 1.0 + 1.5 * torch.rand(k, generator=g)
     weights = torch.softmax(0.3 * torch.randn(k, generator=g), 0)
-    return ItemPool(embeddings, appeal, quality), UserTypes(preferences, sensitivity, appeal_weight, no_choice, weights)
+    types = UserTypes(preferences, sensitivity, appeal_weight, no_choice, weights)
+    return ItemPool(embeddings, appeal, quality, texts), types
 
 
 def item_rewards(kind: str, preference: torch.Tensor, items: ItemPool,
@@ -165,4 +210,4 @@ def item_rewards(kind: str, preference: torch.Tensor, items: ItemPool,
     return quality.expand_as(match).clone()
 
 
-__all__ = ["REWARDS", "ItemPool", "Reward", "SlateEnvConfig", "UserTypes", "item_rewards", "make_world"]
+__all__ = ["ITEM_SOURCES", "REWARDS", "ItemPool", "Reward", "SlateEnvConfig", "UserTypes", "item_rewards", "make_world"]
