@@ -206,7 +206,7 @@ def test_minilm_history_and_candidates_are_sentence_embeddings():
     encoder = MiniLMEncoder()
     texts = [text for _, text, _ in env.candidate_texts(0)]
     torch.testing.assert_close(obs["candidates"][0], encoder.encode(texts), atol=1e-5, rtol=1e-5)
-    obs, reward, *_ = env.step(obs["candidate_mask"].float().argmax(1))
+    obs, *_ = env.step(obs["candidate_mask"].float().argmax(1))
     transcript = " ".join(env.transcripts[1][-8:])
     torch.testing.assert_close(obs["history"][1], encoder.encode([transcript])[0], atol=1e-5, rtol=1e-5)
     # Paraphrase-level similarity: a recommendation is closer to another recommendation than to a question.

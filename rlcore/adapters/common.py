@@ -1,19 +1,25 @@
-"""What the adapters' command lines share: the table of an adapter's algorithms and ``rlcore train <adapter>``.
+"""What the adapters' command lines share: the table of an adapter's algorithms, ``rlcore train <adapter>`` and
+``rlcore eval`` of an adapter's run.
 
 Each adapter (:mod:`~rlcore.adapters.slate`, :mod:`~rlcore.adapters.dialogue`) lists its methods as
 :class:`AdapterAlgorithm` rows and hands its arguments to :func:`adapter_train_main`, which picks the method
-(or the one a resumed run was trained with), reads the config with tyro and runs it.
+(or the one a resumed run was trained with), reads the config with tyro and runs it; :func:`load_run` and
+:func:`evaluate_saved_agent` read a run back and evaluate its agent as the run did.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import tyro
 
+from rlcore.loops.checkpoint import load_latest_checkpoint
+from rlcore.loops.evaluation import evaluate_episodes, summarize
 from rlcore.loops.run_dir import config_from_dict, load_config
 
 
@@ -78,4 +84,69 @@ def adapter_train_main(adapter: str, algorithms: dict[str, AdapterAlgorithm], de
     return 0
 
 
-__all__ = ["AdapterAlgorithm", "adapter_train_main", "resume_dir"]
+def check_settings(config_cls: type, overrides: dict[str, Any], label: str) -> None:
+    """Refuse keyword settings that are not fields of ``config_cls``, listing the accepted ones."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown} for {label}; accepted: {sorted(known)}.")
+
+
+class BoundPolicy:
+    """What the adapters' untrained baselines share: the environment they were prepared for (``prepare(env,
+    seed)``, which ``evaluate`` calls), of the adapter's environment class ``env_type``."""
+
+    name = "policy"
+    env_type: type = object
+
+    def __init__(self) -> None:
+        self.env: Any = None
+
+    def prepare(self, env: Any, seed: int = 0) -> None:
+        if not isinstance(env, self.env_type):
+            raise ValueError(f"{self.name} acts in a {self.env_type.__name__}, got {type(env).__name__}.")
+        self.env = env
+
+    def _env(self) -> Any:
+        if self.env is None:
+            raise ValueError(f"{self.name} is not bound to an environment yet; call prepare(env) first (evaluate "
+                             "does).")
+        return self.env
+
+    def __call__(self, obs: dict[str, Any]) -> Any:
+        return self.act(obs, deterministic=True)
+
+    def act(self, obs: dict[str, Any], step: int = 0, deterministic: bool = False) -> Any:
+        raise NotImplementedError
+
+
+def load_run(run_dir: str | Path, adapter: str, algorithms: dict[str, AdapterAlgorithm],
+             device: str = "cpu") -> tuple[AdapterAlgorithm, Any, dict[str, Any]]:
+    """``(algorithm, config, checkpoint)`` of an adapter's run: its method's row, its config (on ``device``) and
+    its newest checkpoint that loads. A run of another algorithm is a ``ValueError`` that names it."""
+    run_algos = {a.algo: a for a in algorithms.values()}
+    name, saved = load_config(run_dir)
+    if name not in run_algos:
+        raise ValueError(f"{run_dir} is a {name} run, not a {adapter} run ({', '.join(run_algos)}).")
+    config = config_from_dict(run_algos[name].config_cls, {**saved, "device": device})
+    return run_algos[name], config, load_latest_checkpoint(run_dir, map_location=device)
+
+
+def evaluate_saved_agent(agent: Any, config: Any, checkpoint: dict[str, Any], make_env: Callable[[int, int], Any],
+                         episodes: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Evaluate a run's saved agent like the run's own evaluations: by default the same seed and number of users,
+    so that the run's last evaluation is reproduced. ``make_env(num_envs, seed)`` builds the run's environment.
+    Returns what :func:`rlcore.cli.evaluate_run` does."""
+    episodes = config.eval_episodes if episodes is None else episodes
+    seed = config.seed + 1_000_003 if seed is None else seed
+    env = make_env(config.eval_episodes, seed)
+    result = evaluate_episodes(lambda obs: agent.act(obs, checkpoint["step"], deterministic=True), env, seed=seed,
+                               episodes=episodes)
+    mean, std = summarize(result.returns)
+    return {"return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
+            "metrics": {k: float(v.nanmean()) for k, v in result.metrics.items()}, "seed": seed,
+            "step": checkpoint["step"]}
+
+
+__all__ = ["AdapterAlgorithm", "BoundPolicy", "adapter_train_main", "check_settings", "evaluate_saved_agent",
+           "load_run", "resume_dir"]

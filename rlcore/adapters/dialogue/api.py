@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rlcore.adapters.common import check_settings
 from rlcore.adapters.dialogue import ppo, q
 from rlcore.adapters.dialogue.env import DialogueEnv
 from rlcore.adapters.dialogue.simulator import DialogueConfig
@@ -30,14 +31,6 @@ METHODS = ("ppo", "q")
 """Values of :func:`train_manager`'s ``method``."""
 _CONFIGS = {"ppo": ppo.DialoguePPOConfig, "q": q.DialogueQConfig}
 _TRAIN = {"ppo": ppo.train, "q": q.train}
-
-
-def check_settings(config_cls: type, overrides: dict[str, Any], label: str) -> None:
-    """Refuse keyword settings that are not fields of ``config_cls``, listing the accepted ones."""
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown} for {label}; accepted: {sorted(known)}.")
 
 
 def train_manager(env: DialogueEnv, method: str = "ppo", total_steps: int = 50_000, seed: int = 0, *,

@@ -11,34 +11,15 @@ from typing import Any
 
 import torch
 
+from rlcore.adapters.common import BoundPolicy
 from rlcore.adapters.dialogue.env import DialogueEnv
 from rlcore.adapters.dialogue.experts import intent_index
 from rlcore.adapters.dialogue.language import INTENTS
 
 
-class _Baseline:
-    name = "policy"
+class _Baseline(BoundPolicy):
+    env_type = DialogueEnv
     env_config = None
-
-    def __init__(self) -> None:
-        self.env: DialogueEnv | None = None
-
-    def prepare(self, env: DialogueEnv, seed: int = 0) -> None:
-        if not isinstance(env, DialogueEnv):
-            raise ValueError(f"{self.name} acts in a DialogueEnv, got {type(env).__name__}.")
-        self.env = env
-
-    def _env(self) -> DialogueEnv:
-        if self.env is None:
-            raise ValueError(f"{self.name} is not bound to an environment yet; call prepare(env) first (evaluate "
-                             "does).")
-        return self.env
-
-    def __call__(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.act(obs, deterministic=True)
-
-    def act(self, obs: dict[str, torch.Tensor], step: int = 0, deterministic: bool = False) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class Uniform(_Baseline):

@@ -14,12 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rlcore.adapters.common import AdapterAlgorithm, adapter_train_main
+from rlcore.adapters.common import AdapterAlgorithm, adapter_train_main, evaluate_saved_agent, load_run
 from rlcore.adapters.dialogue import ppo, q
 from rlcore.adapters.dialogue.env import DialogueEnv
-from rlcore.loops.checkpoint import load_latest_checkpoint
-from rlcore.loops.evaluation import evaluate_episodes, summarize
-from rlcore.loops.run_dir import config_from_dict, load_config
 
 ALGORITHMS = {
     "ppo": AdapterAlgorithm("ppo", "dialogue-ppo", ppo.DialoguePPOConfig, ppo.train),
@@ -42,14 +39,9 @@ def train_main(argv: list[str]) -> int:
 
 def load_agent(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
     """``(manager, config, checkpoint)`` of a dialogue run's newest checkpoint that loads."""
-    name, saved = load_config(run_dir)
-    if name not in RUN_ALGOS:
-        raise ValueError(f"{run_dir} is a {name} run, not a dialogue run ({', '.join(RUN_ALGOS)}).")
-    config = config_from_dict(RUN_ALGOS[name].config_cls, {**saved, "device": device})
-    checkpoint = load_latest_checkpoint(run_dir, map_location=device)
-    env = DialogueEnv(1, device=device, **asdict(config.dialogue))
-    module = ppo if name == "dialogue-ppo" else q
-    agent = module.make_agent(config, env)
+    algorithm, config, checkpoint = load_run(run_dir, "dialogue", ALGORITHMS, device)
+    module = ppo if algorithm.method == "ppo" else q
+    agent = module.make_agent(config, DialogueEnv(1, device=device, **asdict(config.dialogue)))
     agent.load_state_dict(checkpoint["agent"])
     return agent, config, checkpoint
 
@@ -59,15 +51,8 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
     """Evaluate a dialogue run's saved manager like the run's own evaluations (same seed and number of users by
     default, so the last evaluation is reproduced). Returns what :func:`rlcore.cli.evaluate_run` does."""
     agent, config, checkpoint = load_agent(run_dir, device)
-    episodes = config.eval_episodes if episodes is None else episodes
-    seed = config.seed + 1_000_003 if seed is None else seed
-    env = DialogueEnv(config.eval_episodes, seed=seed, device=device, **asdict(config.dialogue))
-    result = evaluate_episodes(lambda obs: agent.act(obs, checkpoint["step"], deterministic=True), env, seed=seed,
-                               episodes=episodes)
-    mean, std = summarize(result.returns)
-    return {"return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
-            "metrics": {k: float(v.nanmean()) for k, v in result.metrics.items()}, "seed": seed,
-            "step": checkpoint["step"]}
+    return evaluate_saved_agent(agent, config, checkpoint, lambda n, seed: DialogueEnv(
+        n, seed=seed, device=device, **asdict(config.dialogue)), episodes, seed)
 
 
 __all__ = ["ALGORITHMS", "RUN_ALGOS", "evaluate_run", "load_agent", "train_main"]

@@ -23,69 +23,34 @@ from typing import Annotated, Any
 import torch
 import tyro
 
+from rlcore.adapters.candidates import CandidateQSettings
 from rlcore.adapters.dialogue.env import DialogueEnv
 from rlcore.adapters.dialogue.networks import CandidateScorer
 from rlcore.adapters.dialogue.ppo import _dialogue_env_config, check_same_task, check_task, env_factories
 from rlcore.adapters.dialogue.simulator import DialogueConfig
-from rlcore.loops import EnvConfig, EnvSource, TrainConfig, TrainResult, TransitionBatch, train_off_policy
+from rlcore.loops import EnvConfig, EnvSource, TrainResult, TransitionBatch, train_off_policy
 from rlcore.objectives import bellman_loss, clipped_double_q_targets, polyak_update
 
 
 @dataclass
-class DialogueQConfig(TrainConfig):
-    """Q-manager settings (the shared off-policy loop's are in :class:`~rlcore.loops.TrainConfig`)."""
+class DialogueQConfig(CandidateQSettings):
+    """Q-manager settings (value-based agents over candidates:
+    :class:`~rlcore.adapters.candidates.CandidateQSettings`)."""
 
     env: Annotated[EnvConfig, tyro.conf.Suppress] = field(default_factory=_dialogue_env_config)
     """Not used: the task is `dialogue`."""
     dialogue: DialogueConfig = field(default_factory=DialogueConfig)
     """The dialogue task (experts, history encoder, reward, users)."""
-    num_envs: int = 64
-    """Conversations in parallel."""
-    total_steps: int = 50_000
-    """Bot turns to train for (summed over parallel conversations)."""
-    eval_interval: int = 10_000
-    """Evaluate every this many turns (and at the end)."""
-    eval_episodes: int = 500
-    """Users per evaluation (deterministic choices, held-out users)."""
-    checkpoint_interval: int = 25_000
-    """Checkpoint every this many turns (and at the end)."""
-    learning_starts: int = 2_000
-    """Turns collected before the first update."""
-    batch_size: int = 128
-    """Transitions per gradient update."""
-    buffer_size: int = 50_000
-    """Replay capacity."""
-    updates_per_step: float = 0.125
-    """Gradient updates per turn."""
-    log_interval: int = 5_000
-    """Write training scalars every this many turns."""
     gamma: float = 0.95
     """Discount factor per turn."""
-    learning_rate: float = 1e-3
-    """Adam learning rate."""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """Hidden layers of the pair network's towers (the last is the width of the pair layer)."""
-    tau: float = 0.01
-    """Polyak weight of the target networks per update."""
-    epsilon_start: float = 1.0
-    """Share of random choices at the start."""
-    epsilon_end: float = 0.05
-    """Share of random choices after the decay."""
     epsilon_decay_steps: int = 20_000
-    """Turns over which epsilon decays linearly (a count, so that a resumed run explores as an uninterrupted one)."""
-    horizon_aware: bool = True
-    """Value 0 at the last turn (the turn limit is part of the task)."""
+    """Turns over which epsilon decays linearly (see :func:`~rlcore.adapters.candidates.linear_epsilon`)."""
 
     def validate(self) -> None:
         super().validate()
         check_task(self)
-        if self.random_steps:
-            raise ValueError(f"random_steps = {self.random_steps}: the Q manager explores through epsilon_start / "
-                             "epsilon_decay_steps; leave random_steps at 0.")
-        if not 0 < self.tau <= 1 or not self.learning_rate > 0:
-            raise ValueError(f"need 0 < tau <= 1 and learning_rate > 0, got {self.tau} and {self.learning_rate}.")
-        if not 0 <= self.epsilon_end <= 1 or not 0 <= self.epsilon_start <= 1 or self.epsilon_decay_steps < 1:
-            raise ValueError("epsilon_start and epsilon_end must be in [0, 1] and epsilon_decay_steps >= 1.")
 
 
 class DialogueQAgent:
@@ -113,8 +78,7 @@ class DialogueQAgent:
         return q.masked_fill(~obs["candidate_mask"], -torch.inf)
 
     def epsilon(self, step: int) -> float:
-        c = self.config
-        return c.epsilon_start + min(step / c.epsilon_decay_steps, 1.0) * (c.epsilon_end - c.epsilon_start)
+        return self.config.epsilon(step)
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], step: int = 0, deterministic: bool = False) -> torch.Tensor:

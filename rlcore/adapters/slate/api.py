@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from rlcore.adapters.common import check_settings
 from rlcore.adapters.slate import ppo, slateq
 from rlcore.adapters.slate.env import SlateEnv
 from rlcore.adapters.slate.world import SlateEnvConfig
@@ -69,10 +70,7 @@ def train_agent(env: SlateEnv, method: str = "slateq", total_steps: int = 50_000
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}.")
     cls = _CONFIGS[method]
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown} for method {method!r}; accepted: {sorted(known)}.")
+    check_settings(cls, overrides, f"method {method!r}")
     if method == "slateq":
         overrides["choice_model"] = choice_model
     elif choice_model != "true":

@@ -17,42 +17,26 @@ from typing import Any
 
 import torch
 
+from rlcore.adapters.common import BoundPolicy
 from rlcore.adapters.slate.choice import ChoiceModel
 from rlcore.adapters.slate.env import SlateEnv, random_slates
 from rlcore.adapters.slate.topk import best_slate
 from rlcore.adapters.slate.world import SlateEnvConfig, item_rewards
 
 
-class _Bound:
-    """What the baselines share: an optional world, and the environment they were prepared for."""
+class _Bound(BoundPolicy):
+    """What the slate baselines share: an optional world, and the environment they were prepared for."""
 
-    name = "policy"
+    env_type = SlateEnv
 
     def __init__(self, env_config: SlateEnvConfig | SlateEnv | None = None) -> None:
+        super().__init__()
         if isinstance(env_config, SlateEnv):
             env_config = env_config.config
         if env_config is not None and not isinstance(env_config, SlateEnvConfig):
             raise ValueError(f"env_config must be a SlateEnvConfig, a SlateEnv or None, got "
                              f"{type(env_config).__name__}.")
         self.env_config = env_config
-        self.env: SlateEnv | None = None
-
-    def prepare(self, env: SlateEnv, seed: int = 0) -> None:
-        if not isinstance(env, SlateEnv):
-            raise ValueError(f"{self.name} acts in a SlateEnv, got {type(env).__name__}.")
-        self.env = env
-
-    def _env(self) -> SlateEnv:
-        if self.env is None:
-            raise ValueError(f"{self.name} is not bound to an environment yet; call prepare(env) first (evaluate "
-                             "does).")
-        return self.env
-
-    def __call__(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.act(obs, deterministic=True)
-
-    def act(self, obs: dict[str, torch.Tensor], step: int = 0, deterministic: bool = False) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class RandomSlate(_Bound):

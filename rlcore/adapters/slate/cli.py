@@ -13,12 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlcore.adapters.common import AdapterAlgorithm, adapter_train_main
+from rlcore.adapters.common import AdapterAlgorithm, adapter_train_main, evaluate_saved_agent, load_run
 from rlcore.adapters.slate import ppo, slateq
 from rlcore.adapters.slate.env import SlateEnv
-from rlcore.loops.checkpoint import load_latest_checkpoint
-from rlcore.loops.evaluation import evaluate_episodes, summarize
-from rlcore.loops.run_dir import config_from_dict, load_config
 
 SlateAlgorithm = AdapterAlgorithm
 """The row of one slate method (kept under its old name)."""
@@ -44,13 +41,9 @@ def train_main(argv: list[str]) -> int:
 
 def load_agent(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
     """``(agent, config, checkpoint)`` of a slate run's newest checkpoint that loads."""
-    name, saved = load_config(run_dir)
-    if name not in RUN_ALGOS:
-        raise ValueError(f"{run_dir} is a {name} run, not a slate run ({', '.join(RUN_ALGOS)}).")
-    config = config_from_dict(RUN_ALGOS[name].config_cls, {**saved, "device": device})
-    checkpoint = load_latest_checkpoint(run_dir, map_location=device)
+    algorithm, config, checkpoint = load_run(run_dir, "slate", ALGORITHMS, device)
     env = SlateEnv.from_config(config.slate, 1, device)
-    if name == "slateq":
+    if algorithm.method == "slateq":
         # The saved state holds the choice model (learned or true): start from the true one instead of refitting.
         agent = slateq.SlateQAgent(config, env.items, env.choice_model, device)
     else:
@@ -64,15 +57,8 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
     """Evaluate a slate run's saved agent like the run's own evaluations (same seed and number of users by
     default, so the last evaluation is reproduced). Returns what :func:`rlcore.cli.evaluate_run` does."""
     agent, config, checkpoint = load_agent(run_dir, device)
-    episodes = config.eval_episodes if episodes is None else episodes
-    seed = config.seed + 1_000_003 if seed is None else seed
-    env = SlateEnv.from_config(config.slate, config.eval_episodes, device)
-    result = evaluate_episodes(lambda obs: agent.act(obs, checkpoint["step"], deterministic=True), env, seed=seed,
-                               episodes=episodes)
-    mean, std = summarize(result.returns)
-    return {"return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
-            "metrics": {k: float(v.nanmean()) for k, v in result.metrics.items()}, "seed": seed,
-            "step": checkpoint["step"]}
+    return evaluate_saved_agent(agent, config, checkpoint,
+                                lambda n, seed: SlateEnv.from_config(config.slate, n, device), episodes, seed)
 
 
 __all__ = ["ALGORITHMS", "RUN_ALGOS", "evaluate_run", "load_agent", "train_main"]

@@ -40,12 +40,13 @@ from typing import Annotated, Any, Literal
 import torch
 import tyro
 
+from rlcore.adapters.candidates import CandidateQSettings
 from rlcore.adapters.slate.choice import ChoiceModel
 from rlcore.adapters.slate.env import SlateEnv, random_slates
 from rlcore.adapters.slate.networks import PairScorer, StateValue
 from rlcore.adapters.slate.topk import best_slate
 from rlcore.adapters.slate.world import ItemPool, SlateEnvConfig
-from rlcore.loops import EnvConfig, EnvSource, TrainConfig, TrainResult, TransitionBatch, train_off_policy
+from rlcore.loops import EnvConfig, EnvSource, TrainResult, TransitionBatch, train_off_policy
 from rlcore.objectives import bellman_loss, clipped_double_q_targets, polyak_update
 
 ENV_ID = "Slate-v0"
@@ -57,33 +58,13 @@ def _slate_env_config() -> EnvConfig:
 
 
 @dataclass
-class SlateQConfig(TrainConfig):
-    """SlateQ settings (the shared off-policy loop's settings are in :class:`~rlcore.loops.TrainConfig`)."""
+class SlateQConfig(CandidateQSettings):
+    """SlateQ settings (value-based agents over candidates: :class:`~rlcore.adapters.candidates.CandidateQSettings`)."""
 
     env: Annotated[EnvConfig, tyro.conf.Suppress] = field(default_factory=_slate_env_config)
     """Not used: the slate world is `slate` (kept so that the shared run session reads the env's name)."""
     slate: SlateEnvConfig = field(default_factory=SlateEnvConfig)
     """The slate world (items, user types, reward, dynamics)."""
-    num_envs: int = 64
-    """Users served in parallel."""
-    total_steps: int = 50_000
-    """User turns to train for (summed over parallel users)."""
-    eval_interval: int = 10_000
-    """Evaluate every this many turns (and at the end)."""
-    eval_episodes: int = 500
-    """Users per evaluation (deterministic slates, held-out users)."""
-    checkpoint_interval: int = 25_000
-    """Checkpoint every this many turns (and at the end)."""
-    learning_starts: int = 2_000
-    """Turns collected before the first update."""
-    batch_size: int = 128
-    """Transitions per gradient update."""
-    buffer_size: int = 50_000
-    """Replay capacity."""
-    updates_per_step: float = 0.125
-    """Gradient updates per user turn."""
-    log_interval: int = 5_000
-    """Write training scalars every this many turns."""
     choice_model: Literal["true", "learned"] = "true"
     """The user-choice model the slate value is decomposed through: the simulator's, or learned by EM."""
     em_users: int = 2_000
@@ -92,23 +73,6 @@ class SlateQConfig(TrainConfig):
     """User types EM fits; None: the world's num_user_types."""
     em_iterations: int = 30
     """EM iterations."""
-    gamma: float = 0.9
-    """Discount factor per turn."""
-    learning_rate: float = 1e-3
-    """Adam learning rate."""
-    hidden_sizes: tuple[int, ...] = (64, 32)
-    """Hidden layers of the state and item towers (the last one is the width of the pair layer)."""
-    tau: float = 0.01
-    """Polyak weight of the target networks per update."""
-    epsilon_start: float = 1.0
-    """Share of random slates at the start."""
-    epsilon_end: float = 0.05
-    """Share of random slates after the decay."""
-    epsilon_decay_steps: int = 15_000
-    """Turns over which epsilon decays linearly (a count, not a fraction of total_steps, so that a run cut
-    short and resumed with a longer budget explores exactly as an uninterrupted one)."""
-    horizon_aware: bool = True
-    """Value 0 at the last turn (the session length is part of the task; see the module docstring)."""
 
     def validate(self) -> None:
         super().validate()
@@ -118,22 +82,11 @@ class SlateQConfig(TrainConfig):
         if not isinstance(self.slate, SlateEnvConfig):
             raise ValueError(f"slate must be a SlateEnvConfig, got {type(self.slate).__name__}.")
         self.slate.validate()
-        if self.random_steps:
-            raise ValueError(f"random_steps = {self.random_steps}: SlateQ explores with random slates through "
-                             "epsilon_start / epsilon_decay_steps; leave random_steps at 0.")
         if self.choice_model not in CHOICE_MODELS:
             raise ValueError(f"choice_model must be one of {', '.join(map(repr, CHOICE_MODELS))}; got "
                              f"{self.choice_model!r}.")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}.")
-        if not 0 < self.tau <= 1 or not self.learning_rate > 0:
-            raise ValueError(f"need 0 < tau <= 1 and learning_rate > 0, got {self.tau} and {self.learning_rate}.")
-        if not 0 <= self.epsilon_end <= 1 or not 0 <= self.epsilon_start <= 1 or self.epsilon_decay_steps < 1:
-            raise ValueError("epsilon_start and epsilon_end must be in [0, 1] and epsilon_decay_steps >= 1.")
         if self.em_users < 1 or self.em_iterations < 1 or (self.em_types is not None and self.em_types < 1):
             raise ValueError("em_users, em_iterations and em_types must be >= 1.")
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
 
 
 class SlateQAgent:
@@ -175,9 +128,7 @@ class SlateQAgent:
         return best_slate(q_items, q_null, log_v, log_v0, self.env_config.slate_size, obs["item_mask"])
 
     def epsilon(self, step: int) -> float:
-        c = self.config
-        progress = min(step / c.epsilon_decay_steps, 1.0)
-        return c.epsilon_start + progress * (c.epsilon_end - c.epsilon_start)
+        return self.config.epsilon(step)
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], step: int = 0, deterministic: bool = False) -> torch.Tensor:
