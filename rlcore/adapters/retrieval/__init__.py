@@ -8,6 +8,8 @@ embedding space, over a real vector index. One job per module:
   :func:`recall_at_k`;
 * :mod:`~rlcore.adapters.retrieval.catalogue`: :func:`synthetic_catalogue`, items in clusters and intents that
   own several, with a train/test split;
+* :mod:`~rlcore.adapters.retrieval.text_catalogue`: :func:`text_catalogue`, product texts and shopping intents
+  embedded by the real all-MiniLM-L6-v2 (``text`` extra);
 * :mod:`~rlcore.adapters.retrieval.rewards`: the set-level reward terms (coverage, relevance, Vendi score,
   pairwise distance, duplicates) and their weighted composite;
 * :mod:`~rlcore.adapters.retrieval.env`: :class:`FanOutRetrievalEnv`, the sequential batched environment;
@@ -47,6 +49,7 @@ from rlcore.adapters.retrieval.rewards import (
     vendi_score,
 )
 from rlcore.adapters.retrieval.synthesis import FanOutPairs, synthesise_pairs
+from rlcore.adapters.retrieval.text_catalogue import text_catalogue
 
 __all__ = [
     "MMR",
@@ -86,6 +89,7 @@ __all__ = [
     "set_reward_terms",
     "synthesise_pairs",
     "synthetic_catalogue",
+    "text_catalogue",
     "train_fanout",
     "vendi_score",
 ]

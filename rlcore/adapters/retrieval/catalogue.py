@@ -15,6 +15,7 @@ Generated from a seed, with no download, so that coverage is exact:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +79,8 @@ class Catalogue:
         intent_aspects: ``[num_intents, num_clusters]`` bool, the clusters each intent owns.
         train_intents, test_intents: int64 ids of the intents of each split.
         index: the :class:`~rlcore.adapters.retrieval.index.VectorIndex` over ``items``.
+        item_texts, intent_texts: the texts of a text catalogue
+            (:func:`~rlcore.adapters.retrieval.text_catalogue.text_catalogue`), None for a synthetic one.
     """
 
     config: CatalogueConfig
@@ -89,6 +92,8 @@ class Catalogue:
     train_intents: torch.Tensor
     test_intents: torch.Tensor
     index: VectorIndex = field(repr=False)
+    item_texts: tuple[str, ...] | None = field(default=None, repr=False)
+    intent_texts: tuple[str, ...] | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
@@ -106,8 +111,7 @@ class Catalogue:
 
     def with_index(self, config: IndexConfig) -> Catalogue:
         """The same catalogue over another index (for example an approximate one)."""
-        return Catalogue(self.config, self.items, self.item_aspect, self.centres, self.intents, self.intent_aspects,
-                         self.train_intents, self.test_intents, VectorIndex(self.items, config))
+        return dataclasses.replace(self, index=VectorIndex(self.items, config))
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -110,6 +110,27 @@ class VectorIndex:
         wants_faiss = config.backend == "faiss" or auto_faiss
         self.backend = "faiss" if wants_faiss else "torch"
         self._index = self._build_faiss() if wants_faiss else None
+        self.texts: tuple[str, ...] | None = None
+        """The item texts of an index built by :meth:`from_texts`."""
+
+    @classmethod
+    def from_texts(cls, texts: list[str] | tuple[str, ...], config: IndexConfig | None = None) -> VectorIndex:
+        """An index over the all-MiniLM-L6-v2 embeddings of ``texts`` (384 dimensions, unit norm; the ``text``
+        extra). Query it with :meth:`encode` of the query texts, or with any unit 384-dimensional vectors."""
+        if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must be a non-empty list of strings (one per item).")
+        from rlcore.adapters.text import embed_texts
+
+        index = cls(embed_texts(tuple(texts), "VectorIndex.from_texts"), config)
+        index.texts = tuple(texts)
+        return index
+
+    @staticmethod
+    def encode(texts: list[str] | tuple[str, ...]) -> torch.Tensor:
+        """MiniLM query embeddings ``[len(texts), 384]`` for an index built by :meth:`from_texts`."""
+        from rlcore.adapters.text import embed_texts
+
+        return embed_texts(tuple(texts), "VectorIndex.encode")
 
     def _build_faiss(self) -> Any:
         faiss, c = _faiss(), self.config

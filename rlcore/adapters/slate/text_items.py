@@ -16,6 +16,8 @@ import itertools
 
 import torch
 
+from rlcore.adapters.text import embed_texts, pca_project
+
 STYLES = ("a watercolour painting", "an oil painting", "a pencil sketch", "a photograph", "a 3d render",
           "a pixel-art scene", "an ink drawing", "a vintage poster")
 SUBJECTS = ("a lighthouse", "a red fox", "a city skyline", "a sailing boat", "a mountain village", "an old library",
@@ -39,33 +41,13 @@ def prompt_expansions(num_items: int, seed: int) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=8)
 def minilm_embeddings(texts: tuple[str, ...]) -> torch.Tensor:
     """The all-MiniLM-L6-v2 embeddings ``[len(texts), 384]`` of ``texts`` on the CPU (memoised per text set)."""
-    from rlcore.adapters.text import MiniLMEncoder
-
-    encoder = MiniLMEncoder("cpu", purpose="SlateEnv(items='text')", alternative=", or use items='generated'")
-    return encoder.encode(list(texts))
-
-
-def project(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
-    """``embeddings [I, D]`` centred, projected on their top ``dim`` principal directions, rows at unit norm.
-
-    Each direction's sign is fixed (its largest loading positive), so the projection is the same whatever the
-    SVD routine returns.
-    """
-    if dim > min(embeddings.shape):
-        raise ValueError(f"embedding_dim = {dim} exceeds what {embeddings.shape[0]} texts embedded in "
-                         f"{embeddings.shape[1]} dimensions can span; use embedding_dim <= {min(embeddings.shape)}.")
-    x = (embeddings - embeddings.mean(0)).double()
-    _, _, vh = torch.linalg.svd(x, full_matrices=False)
-    directions = vh[:dim]
-    signs = directions.gather(1, directions.abs().argmax(1, keepdim=True)).sign()
-    z = x @ (directions * signs).T
-    return (z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+    return embed_texts(texts, purpose="SlateEnv(items='text')", alternative=", or use items='generated'")
 
 
 def text_item_embeddings(texts: tuple[str, ...], dim: int) -> torch.Tensor:
-    """Unit ``[I, dim]`` item embeddings of ``texts`` (MiniLM, then :func:`project`)."""
-    return project(minilm_embeddings(tuple(texts)), dim)
+    """Unit ``[I, dim]`` item embeddings of ``texts`` (MiniLM, then :func:`~rlcore.adapters.text.pca_project`)."""
+    return pca_project(minilm_embeddings(tuple(texts)), dim)
 
 
-__all__ = ["MOODS", "SETTINGS", "STYLES", "SUBJECTS", "minilm_embeddings", "project", "prompt_expansions",
+__all__ = ["MOODS", "SETTINGS", "STYLES", "SUBJECTS", "minilm_embeddings", "prompt_expansions",
            "text_item_embeddings"]
