@@ -344,9 +344,10 @@ def test_r4t_distilled_retriever_keeps_most_of_the_policy_set_reward():
     rl = retrieval.evaluate(out.policy, cat, split="test", top_k=10)
     distilled = retrieval.evaluate(out.retriever, cat, split="test", top_k=10)
     mmr = retrieval.evaluate(retrieval.MMR(cat, 40), cat, split="test", top_k=10)
-    # The issue asks for >= 90 % of the policy's set reward; measured 0.85 (0.909 against 1.071; the distilled
-    # retriever's own reward is above MMR's 0.894), so this checks 80 % and leaves the 90 % target open.
-    assert distilled["set_reward"] >= 0.8 * rl["set_reward"], (distilled, rl)
+    # The issue asks for >= 90 % of the policy's set reward. Measured with the residual denoiser: 0.90 (0.967
+    # against 1.071; 0.85 before it), so at the target with no margin for another machine's last digits: this
+    # checks 88 %.
+    assert distilled["set_reward"] >= 0.88 * rl["set_reward"], (distilled, rl)
     assert distilled["coverage"] >= mmr["coverage"] + 0.1, (distilled, mmr)
 
 
