@@ -1,105 +1,234 @@
-"""Fan-out retrieval: set reward, coverage, diversity and latency of every retriever (a reduced first version).
+"""Fan-out retrieval: set reward, coverage, diversity and latency of every retriever, over catalogue sizes and
+index kinds.
 
-One synthetic catalogue (default 4,800 items in 24 clusters, 400 intents: 300 train, 100 test, 32 dims), K = 4
-sub-queries x top-10, exact faiss index. Retrievers: single query, naive fan-out, MMR, the PPO fan-out policy
-(R4T step i) and the diffusion retriever distilled from it (steps ii-iii). Latency is ms per query at batch 1
-(mean over ``--single`` intents) and at batch 256 (the test intents, repeated), index time included.
-One thread everywhere.
+For each catalogue size (default 10^4, 10^5 and 10^6 items; 24 clusters, 400 intents: 300 train, 100 test, 32
+dims; K = 4 sub-queries x top-10), R4T is run once on the exact faiss index (PPO fan-out policy, synthesis,
+distillation), then every retriever is measured on the exact index (``IndexFlatIP``) and on an approximate one
+(HNSW32, efSearch 64): single query, naive fan-out, MMR, the PPO fan-out policy and the distilled one-pass
+retriever. Latency is ms per query at batch 1 (mean over ``--single`` test intents, one at a time) and at
+batch 256, split into index time (inside ``search``) and generator time (the rest: policy calls, denoiser
+passes, MMR's re-ranking). One thread everywhere.
 
-    python benchmarks/retrieval_fanout.py
+Each size is one part, run in its own process (``--workers`` at a time); its result goes to
+``benchmarks/results/retrieval_fanout_runs/n<size>.json`` and a part whose file exists is skipped, so an
+interrupted benchmark continues where it stopped.
 
-Writes ``benchmarks/results/retrieval_fanout.{json,md}``. Not yet: catalogues of 10^5 and 10^6 items, the
-approximate index, the set-reward greedy baseline, index time apart from generator time, the plot.
+    python benchmarks/retrieval_fanout.py                       # every missing part, then the report
+    python benchmarks/retrieval_fanout.py --sizes 10000         # one part
+    python benchmarks/retrieval_fanout.py --summarise-only
+
+Writes ``benchmarks/results/retrieval_fanout.{json,md,png}``. Targets (issue 25): the distilled retriever at
+least 95 % of the policy's test set reward at at least 5x lower latency at batch 1; both clearly above MMR.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+import os
+import platform
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-import faiss
-import torch
-import tyro
-
-from rlcore.adapters import retrieval
-
-
-@dataclass
-class Args:
-    num_items: int = 4_800
-    """Items in the catalogue."""
-    num_clusters: int = 24
-    """Clusters (aspects)."""
-    num_intents: int = 400
-    """Intents (a quarter held out for testing)."""
-    dim: int = 32
-    """Embedding dimension."""
-    num_subqueries: int = 4
-    """K."""
-    top_k: int = 10
-    """Items per sub-query."""
-    single: int = 50
-    """Intents timed one at a time."""
-    seed: int = 0
-    """Seed of the catalogue and of R4T."""
-    out: str = "benchmarks/results/retrieval_fanout"
-    """Output path without extension."""
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = RESULTS / "retrieval_fanout_runs"
+INDEXES = {"exact": {"kind": "exact"}, "hnsw": {"kind": "hnsw", "hnsw_ef_search": 64}}
+RETRIEVERS = ("single query", "naive fan-out", "MMR (fetch 40/slot, λ 0.5)", "RL fan-out (PPO)",
+              "distilled (diffusion)")
 
 
-def latency_ms(retriever, intents: torch.Tensor, top_k: int, batch: int, count: int) -> float:
+class TimedIndex:
+    """A :class:`~rlcore.adapters.retrieval.VectorIndex` that adds the seconds spent in ``search`` to ``seconds``."""
+
+    def __init__(self, index: Any) -> None:
+        self.index, self.seconds = index, 0.0
+
+    def search(self, queries, k):
+        start = time.perf_counter()
+        out = self.index.search(queries, k)
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.index, name)
+
+
+def latency_ms(retriever: Any, timed: TimedIndex, intents, top_k: int, batch: int, count: int) -> tuple[float, float]:
+    """``(total, index)`` ms per query over ``count`` calls of ``batch`` intents."""
     queries = intents.repeat((batch * count + len(intents) - 1) // len(intents), 1)[:batch * count]
+    retriever.retrieve(queries[:batch], top_k)  # warm-up (first-call allocations)
+    timed.seconds = 0.0
     start = time.perf_counter()
     for i in range(count):
         retriever.retrieve(queries[i * batch:(i + 1) * batch], top_k)
-    return 1e3 * (time.perf_counter() - start) / (batch * count)
+    total = time.perf_counter() - start
+    return 1e3 * total / (batch * count), 1e3 * timed.seconds / (batch * count)
 
 
-def main(args: Args) -> None:
+def run_part(num_items: int, args: argparse.Namespace) -> dict:
+    import faiss
+    import torch
+
+    from rlcore.adapters import retrieval
+
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
-    cat = retrieval.synthetic_catalogue(num_items=args.num_items, num_clusters=args.num_clusters,
+    cat = retrieval.synthetic_catalogue(num_items=num_items, num_clusters=args.num_clusters,
                                         num_intents=args.num_intents, dim=args.dim, seed=args.seed)
     start = time.perf_counter()
     out = retrieval.r4t(cat, num_subqueries=args.num_subqueries, top_k=args.top_k, seed=args.seed)
-    r4t_s = time.perf_counter() - start
-    retrievers = {"single query": retrieval.SingleQuery(cat, args.num_subqueries),
-                  "naive fan-out": retrieval.NaiveFanOut(cat, args.num_subqueries),
-                  "MMR (fetch 40/slot, λ 0.5)": retrieval.MMR(cat, 40, args.num_subqueries),
-                  "RL fan-out (PPO)": out.policy, "distilled (diffusion)": out.retriever}
+    record: dict = {"num_items": num_items, "r4t_seconds": round(time.perf_counter() - start, 1),
+                    "pairs": len(out.pairs.rewards), "pairs_mean_reward": round(float(out.pairs.rewards.mean()), 4),
+                    "indexes": {}}
     test_intents = cat.intents[cat.test_intents]
-    rows = []
-    for name, r in retrievers.items():
-        row = {"retriever": name}
-        for split in ("train", "test"):
-            m = retrieval.evaluate(r, cat, split=split, top_k=args.top_k)
-            for key in ("set_reward", "coverage", "relevance", "diversity", "duplicates"):
-                row[f"{split}_{key}"] = round(m[key], 4)
-        row["ms_batch1"] = round(latency_ms(r, test_intents, args.top_k, 1, args.single), 4)
-        row["ms_batch256"] = round(latency_ms(r, test_intents, args.top_k, 256, 2), 4)
-        rows.append(row)
-        print(row, flush=True)
-    rl, dist = rows[3], rows[4]
-    summary = {"distilled_over_rl_test_set_reward": round(dist["test_set_reward"] / rl["test_set_reward"], 4),
-               "rl_over_distilled_latency_batch1": round(rl["ms_batch1"] / dist["ms_batch1"], 3),
-               "r4t_seconds": round(r4t_s, 1), "pairs": len(out.pairs.rewards),
-               "pairs_mean_reward": round(float(out.pairs.rewards.mean()), 4)}
-    print(summary)
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"args": asdict(args), "faiss": faiss.__version__, "torch": torch.__version__, "threads": 1}
-    path.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=2))
-    lines = [f"# Fan-out retrieval: {args.num_items} items, {args.num_intents} intents, K = {args.num_subqueries}, "
-             f"top-{args.top_k}, exact faiss index, one thread", "",
-             "| retriever | test set reward | test coverage | test relevance | test Vendi | test duplicates | "
-             "train set reward | ms/query batch 1 | ms/query batch 256 |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['retriever']} | {r['test_set_reward']} | {r['test_coverage']} | {r['test_relevance']} | "
-              f"{r['test_diversity']} | {r['test_duplicates']} | {r['train_set_reward']} | {r['ms_batch1']} | "
-              f"{r['ms_batch256']} |" for r in rows]
-    lines += ["", "Summary: " + ", ".join(f"{k} = {v}" for k, v in summary.items())]
-    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    exact_ids = cat.index.search(test_intents, args.top_k)[1]
+    for index_name, options in INDEXES.items():
+        build = time.perf_counter()
+        icat = cat if index_name == "exact" else cat.with_index(retrieval.IndexConfig(**options))
+        build = time.perf_counter() - build
+        timed = TimedIndex(icat.index)
+        tcat = dataclasses.replace(icat, index=timed)
+        k = args.num_subqueries
+        retrievers = {RETRIEVERS[0]: retrieval.SingleQuery(tcat, k), RETRIEVERS[1]: retrieval.NaiveFanOut(tcat, k),
+                      RETRIEVERS[2]: retrieval.MMR(tcat, 40, k), RETRIEVERS[3]: out.policy,
+                      RETRIEVERS[4]: out.retriever}
+        out.policy.catalogue = out.retriever.catalogue = tcat
+        rows = []
+        for name, r in retrievers.items():
+            row: dict = {"retriever": name}
+            for split in ("train", "test"):
+                m = retrieval.evaluate(r, tcat, split=split, top_k=args.top_k)
+                for key in ("set_reward", "coverage", "relevance", "diversity", "duplicates"):
+                    row[f"{split}_{key}"] = round(m[key], 4)
+            for batch, count in ((1, args.single), (256, 2)):
+                total, index = latency_ms(r, timed, test_intents, args.top_k, batch, count)
+                row[f"ms_batch{batch}"], row[f"index_ms_batch{batch}"] = round(total, 4), round(index, 4)
+            rows.append(row)
+            print(num_items, index_name, row, flush=True)
+        rl, dist = rows[3], rows[4]
+        record["indexes"][index_name] = {
+            "build_seconds": round(build, 2),
+            "recall_at_k": round(retrieval.recall_at_k(icat.index.search(test_intents, args.top_k)[1], exact_ids), 4),
+            "rows": rows,
+            "distilled_over_rl_test_set_reward": round(dist["test_set_reward"] / rl["test_set_reward"], 4),
+            "rl_over_distilled_latency_batch1": round(rl["ms_batch1"] / dist["ms_batch1"], 3)}
+    out.policy.catalogue = out.retriever.catalogue = cat
+    return record
+
+
+def write_report(parts: list[dict], meta: dict) -> None:
+    lines = ["# Fan-out retrieval over catalogue sizes and index kinds", "",
+             f"Machine: {meta['machine']}. Catalogues: `synthetic_catalogue(num_items, num_clusters="
+             f"{meta['num_clusters']}, num_intents={meta['num_intents']}, dim={meta['dim']}, seed={meta['seed']})` "
+             f"(a quarter of the intents held out), K = {meta['num_subqueries']} sub-queries x top-{meta['top_k']}; "
+             "R4T trained once per size on the exact index, every retriever then measured on the exact index and "
+             "on HNSW32 (efSearch 64). Latency: ms per query at batch 1 and 256, with the part spent inside the "
+             f"index's `search` in brackets. One thread. Versions: {meta['versions']}. Command: "
+             "`python benchmarks/retrieval_fanout.py`.", ""]
+    for part in parts:
+        for index_name, entry in part["indexes"].items():
+            lines += [f"## {part['num_items']:,} items, {index_name} index (recall@{meta['top_k']} "
+                      f"{entry['recall_at_k']}, built in {entry['build_seconds']} s; R4T took "
+                      f"{part['r4t_seconds']} s)", "",
+                      "| retriever | test set reward | test coverage | test relevance | test Vendi | test duplicates "
+                      "| train set reward | ms/query batch 1 (index) | ms/query batch 256 (index) |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for r in entry["rows"]:
+                lines.append(f"| {r['retriever']} | {r['test_set_reward']} | {r['test_coverage']} | "
+                             f"{r['test_relevance']} | {r['test_diversity']} | {r['test_duplicates']} | "
+                             f"{r['train_set_reward']} | {r['ms_batch1']} ({r['index_ms_batch1']}) | "
+                             f"{r['ms_batch256']} ({r['index_ms_batch256']}) |")
+            met = entry["distilled_over_rl_test_set_reward"] >= 0.95 and entry["rl_over_distilled_latency_batch1"] >= 5
+            lines += ["", f"Distilled / RL test set reward {entry['distilled_over_rl_test_set_reward']}, "
+                      f"RL / distilled latency at batch 1 {entry['rl_over_distilled_latency_batch1']}x: target "
+                      f"(>= 0.95 at >= 5x) {'met' if met else 'NOT met'}.", ""]
+    lines += ["![set reward and latency](retrieval_fanout.png)", ""]
+    (RESULTS / "retrieval_fanout.md").write_text("\n".join(lines).rstrip() + "\n")
+
+
+def plot(parts: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    sizes = [p["num_items"] for p in parts]
+    for name in RETRIEVERS:
+        for index_name, style in (("exact", "-o"), ("hnsw", "--s")):
+            rows = [next(r for r in p["indexes"][index_name]["rows"] if r["retriever"] == name) for p in parts]
+            axes[0].plot(sizes, [r["test_set_reward"] for r in rows], style, label=f"{name} ({index_name})")
+            axes[1].plot(sizes, [r["ms_batch1"] for r in rows], style, label=f"{name} ({index_name})")
+    for ax, label in ((axes[0], "test set reward"), (axes[1], "ms per query, batch 1")):
+        ax.set_xscale("log")
+        ax.set_xlabel("items in the catalogue")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[1].legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "retrieval_fanout.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--num-clusters", type=int, default=24)
+    parser.add_argument("--num-intents", type=int, default=400)
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--num-subqueries", type=int, default=4)
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--single", type=int, default=50, help="test intents timed one at a time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="parts at a time (one process and thread each)")
+    parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--machine", default="2-core x86_64 CPU shared with other jobs, no GPU")
+    args = parser.parse_args()
+    RUNS.mkdir(parents=True, exist_ok=True)
+    if args.run is not None:  # a worker: one part, written atomically
+        path = RUNS / f"n{args.run}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(run_part(args.run, args), indent=1))
+        tmp.replace(path)
+        return
+    todo = [n for n in args.sizes if not (RUNS / f"n{n}.json").exists()]
+    print(f"{len(args.sizes)} parts, {len(args.sizes) - len(todo)} done already, {len(todo)} to do", flush=True)
+    if not args.summarise_only:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        passed = [a for a in sys.argv[1:] if a != "--summarise-only"]
+        running: list[tuple[subprocess.Popen, int]] = []
+        while todo or running:
+            while todo and len(running) < args.workers:
+                n = todo.pop(0)
+                running.append((subprocess.Popen([sys.executable, __file__, *passed, "--run", str(n)], env=env), n))
+            time.sleep(2)
+            for proc, n in list(running):
+                if proc.poll() is not None:
+                    running.remove((proc, n))
+                    print(f"{n} items: {'done' if proc.returncode == 0 else f'FAILED ({proc.returncode})'}", flush=True)
+    parts = [json.loads((RUNS / f"n{n}.json").read_text()) for n in sorted(args.sizes)
+             if (RUNS / f"n{n}.json").exists()]
+    if not parts:
+        return
+    import faiss
+    import torch
+
+    import rlcore
+
+    meta = {"machine": f"{args.machine} ({platform.machine()}, {os.cpu_count()} cores)", "num_clusters":
+            args.num_clusters, "num_intents": args.num_intents, "dim": args.dim, "seed": args.seed,
+            "num_subqueries": args.num_subqueries, "top_k": args.top_k,
+            "versions": f"rlcore {rlcore.__version__}, torch {torch.__version__}, faiss {faiss.__version__}"}
+    (RESULTS / "retrieval_fanout.json").write_text(json.dumps({"meta": meta, "parts": parts}, indent=1))
+    write_report(parts, meta)
+    plot(parts)
+    print((RESULTS / "retrieval_fanout.md").read_text())
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main()

@@ -1,0 +1,31 @@
+"""RL fine-tuning of diffusion models (DPOK, DDPO-style PPO, reward-weighted regression, DiffCon's f-divergence
+PG) on the shared objectives. One job per module:
+
+* :mod:`~rlcore.adapters.diffusion.steps`: :class:`GaussianSteps`, a ``diffusers`` DDPM or DDIM (eta > 0)
+  scheduler's reverse steps as Gaussian policies, with exact log-probs and closed-form KL / f-divergences;
+* :mod:`~rlcore.adapters.diffusion.sampling`: :func:`predict_noise` for any ε-denoiser (a plain ``nn.Module``
+  or a ``diffusers`` UNet) and :func:`rollout`, trajectories with their log-probs and KL to a reference;
+* :mod:`~rlcore.adapters.diffusion.testbeds`: :func:`~rlcore.adapters.diffusion.testbeds.ring`, the 2-D test
+  bed with a denoiser the library pretrains and caches;
+* :mod:`~rlcore.adapters.diffusion.finetune`: :func:`finetune` (methods ``"dpok"``, ``"ppo"``, ``"rwr"``,
+  ``"fpg"``) and :func:`kl_optimum`, the exact optimum of the KL-regularised problem they are measured against.
+
+Not yet here (issue 24): LoRA and side-network trainable parts, the digits test bed, Focus-N-Fix, the
+reward-hacking monitor, ``rlcore train diffusion`` with checkpoints, and the benchmark.
+"""
+
+from rlcore.adapters.diffusion import testbeds
+from rlcore.adapters.diffusion.finetune import (
+    METHODS,
+    FinetuneConfig,
+    FinetuneResult,
+    KLOptimum,
+    finetune,
+    kl_optimum,
+    knn_kl,
+)
+from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollout
+from rlcore.adapters.diffusion.steps import DIVERGENCES, GaussianSteps
+
+__all__ = ["DIVERGENCES", "METHODS", "FinetuneConfig", "FinetuneResult", "GaussianSteps", "KLOptimum", "Trajectory",
+           "finetune", "kl_optimum", "knn_kl", "predict_noise", "rollout", "testbeds"]
