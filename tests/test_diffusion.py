@@ -70,7 +70,7 @@ def test_log_prob_kl_and_f_divergences_are_exact():
 
 
 def test_bad_schedulers_are_refused():
-    with pytest.raises(ValueError, match="eta = 0.0 is deterministic"):
+    with pytest.raises(ValueError, match=r"eta = 0\.0 is deterministic"):
         diffusion.GaussianSteps.from_scheduler(DDIMScheduler(num_train_timesteps=10), 5, eta=0.0)
     with pytest.raises(ValueError, match="prediction_type='epsilon'"):
         diffusion.GaussianSteps.from_scheduler(DDPMScheduler(num_train_timesteps=10, prediction_type="sample"), 5)
