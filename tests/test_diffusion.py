@@ -157,6 +157,31 @@ def test_finetune_improves_the_reward_and_leaves_the_pretrained_model_alone(bed)
         diffusion.finetune(bed.model, bed.scheduler, lambda x: x.sum(), method="dpok", steps=1, config=config)
 
 
+@pytest.mark.parametrize("trainable", ["lora", "side"])
+def test_lora_and_the_side_network_train_without_touching_the_backbone(bed, trainable):
+    config = diffusion.FinetuneConfig(batch_size=128, eval_samples=1_024, trainable=trainable,
+                                      learning_rate=3e-3 if trainable == "lora" else 1e-3)
+    result = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, method="dpok", kl_weight=0.5, steps=15,
+                                seed=0, config=config)
+    full = sum(p.numel() for p in bed.model.parameters())
+    assert 0 < result.trainable_parameters < full
+    backbone = result.model.backbone if trainable == "side" else result.model.get_base_model()
+    # The frozen weights are the pretrained ones, bit for bit (LoRA keeps them beside its adapters).
+    pretrained = bed.model.state_dict()
+    for name, value in backbone.state_dict().items():
+        key = name.replace("base_layer.", "")
+        if key in pretrained:
+            assert torch.equal(value, pretrained[key]), name
+    reference_reward = float(_ring_reward(bed.sample(4_096, seed=3)).mean())
+    assert result.expected_reward > reference_reward + 0.1, (trainable, result.expected_reward, reference_reward)
+    # Zero-initialised adapters and control: before any update the model predicts as the pretrained one.
+    start = diffusion.make_trainable(__import__("copy").deepcopy(bed.model), trainable)
+    x, t = torch.randn(16, 2), torch.full((16,), 50)
+    torch.testing.assert_close(diffusion.predict_noise(start, x, t), diffusion.predict_noise(bed.model, x, t))
+    with pytest.raises(ValueError, match="trainable must be one of 'full', 'lora', 'side'; got 'bias'"):
+        diffusion.make_trainable(bed.model, "bias")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "steps"), [("dpok", 150), ("ppo", 150), ("rwr", 1_000), ("fpg", 150)])
 def test_every_method_moves_most_of_the_way_to_the_exact_optimum(bed, method, steps):

@@ -7,10 +7,12 @@ PG) on the shared objectives. One job per module:
   or a ``diffusers`` UNet) and :func:`rollout`, trajectories with their log-probs and KL to a reference;
 * :mod:`~rlcore.adapters.diffusion.testbeds`: :func:`~rlcore.adapters.diffusion.testbeds.ring`, the 2-D test
   bed with a denoiser the library pretrains and caches;
+* :mod:`~rlcore.adapters.diffusion.trainable`: the trainable part: the full model, ``peft`` LoRA, or DiffCon's
+  :class:`SideNetwork` over the frozen backbone;
 * :mod:`~rlcore.adapters.diffusion.finetune`: :func:`finetune` (methods ``"dpok"``, ``"ppo"``, ``"rwr"``,
   ``"fpg"``) and :func:`kl_optimum`, the exact optimum of the KL-regularised problem they are measured against.
 
-Not yet here (issue 24): LoRA and side-network trainable parts, the digits test bed, Focus-N-Fix, the
+Not yet here (issue 24): the digits test bed, Focus-N-Fix, the
 reward-hacking monitor, ``rlcore train diffusion`` with checkpoints, and the benchmark.
 """
 
@@ -26,6 +28,8 @@ from rlcore.adapters.diffusion.finetune import (
 )
 from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollout
 from rlcore.adapters.diffusion.steps import DIVERGENCES, GaussianSteps
+from rlcore.adapters.diffusion.trainable import TRAINABLE, SideNetwork, make_trainable, trainable_parameters
 
-__all__ = ["DIVERGENCES", "METHODS", "FinetuneConfig", "FinetuneResult", "GaussianSteps", "KLOptimum", "Trajectory",
-           "finetune", "kl_optimum", "knn_kl", "predict_noise", "rollout", "testbeds"]
+__all__ = ["DIVERGENCES", "METHODS", "TRAINABLE", "FinetuneConfig", "FinetuneResult", "GaussianSteps", "KLOptimum",
+           "SideNetwork", "Trajectory", "finetune", "kl_optimum", "knn_kl", "make_trainable", "predict_noise",
+           "rollout", "testbeds", "trainable_parameters"]

@@ -56,6 +56,7 @@ from torch import nn
 from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollout
 from rlcore.adapters.diffusion.steps import GaussianSteps
 from rlcore.adapters.diffusion.testbeds import timestep_embedding
+from rlcore.adapters.diffusion.trainable import make_trainable
 from rlcore.objectives import clipped_pg_loss, normalize_advantages, rwr_weights, value_loss
 
 METHODS = ("dpok", "ppo", "rwr", "fpg")
@@ -88,6 +89,12 @@ class FinetuneConfig:
     """dpok: Adam step size of the value baseline."""
     eval_samples: int = 4_096
     """Samples for the final reward and KL estimates."""
+    trainable: Literal["full", "lora", "side"] = "full"
+    """What trains: the whole model, LoRA adapters, or DiffCon's side network (:mod:`.trainable`)."""
+    lora_rank: int = 4
+    """Rank of the LoRA adapters (DPOK's 4)."""
+    side_hidden: int = 64
+    """Width of the side network's control."""
 
 
 @dataclass
@@ -101,6 +108,8 @@ class FinetuneResult:
     method: str
     kl_weight: float
     history: list[dict[str, float]] = field(default_factory=list)
+    trainable_parameters: int = 0
+    """Parameters that took a gradient."""
     kl_to_reference: float = float("nan")
     """The estimated ``KL(p_θ(x_0) ‖ p_ref(x_0))`` of the samplers' outputs: :attr:`marginal_kl` for samples of at
     most 8 dimensions, else :attr:`trajectory_kl` (an upper bound; see the module docstring)."""
@@ -234,9 +243,12 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
     c = config or FinetuneConfig()
     start = time.perf_counter()
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    policy = copy.deepcopy(model).train().requires_grad_(True)
+    with torch.random.fork_rng(devices=[]):  # new layers (LoRA, side network) are seeded, the global RNG untouched
+        torch.manual_seed(int(seed))
+        policy = make_trainable(copy.deepcopy(model), c.trainable, c.lora_rank, c.side_hidden).train()
+    params = [p for p in policy.parameters() if p.requires_grad]
     gsteps = GaussianSteps.from_scheduler(scheduler, c.num_inference_steps)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=c.learning_rate)
+    optimizer = torch.optim.Adam(params, lr=c.learning_rate)
     g = torch.Generator().manual_seed(int(seed))
     shape = (c.batch_size, *sample_shape)
     history: list[dict[str, float]] = []
@@ -259,7 +271,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
                 loss = loss + c.pretrain_weight * _denoising_loss(policy, data[uniform], alpha_bar, g)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(policy.parameters(), c.max_grad_norm)
+            nn.utils.clip_grad_norm_(params, c.max_grad_norm)
             optimizer.step()
             if it % 50 == 0 or it == steps - 1:
                 history.append({"step": it, "loss": float(loss), "ess": ess})
@@ -295,13 +307,14 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
                     loss = pg + kl_weight * reg.mean()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    nn.utils.clip_grad_norm_(policy.parameters(), c.max_grad_norm)
+                    nn.utils.clip_grad_norm_(params, c.max_grad_norm)
                     optimizer.step()
             if it % 10 == 0 or it == steps - 1:
                 history.append({"step": it, "reward": float(r.mean()), "kl": float(traj.kl.sum(0).mean())})
                 bar.set_postfix(reward=f"{float(r.mean()):.3f}", kl=f"{float(traj.kl.sum(0).mean()):.3f}")
     policy.eval().requires_grad_(False)
-    result = FinetuneResult(policy, reference, scheduler, gsteps, method, float(kl_weight), history)
+    result = FinetuneResult(policy, reference, scheduler, gsteps, method, float(kl_weight), history,
+                            sum(p.numel() for p in params))
     result._shape = tuple(sample_shape)
     final = rollout(policy, gsteps, (c.eval_samples, *sample_shape), torch.Generator().manual_seed(int(seed) + 1),
                     reference=reference)
