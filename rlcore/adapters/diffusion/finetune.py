@@ -274,7 +274,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
             nn.utils.clip_grad_norm_(params, c.max_grad_norm)
             optimizer.step()
             if it % 50 == 0 or it == steps - 1:
-                history.append({"step": it, "loss": float(loss), "ess": ess})
+                history.append({"step": it, "loss": float(loss.detach()), "ess": ess})
     else:
         value = ValueBaseline(int(torch.Size(sample_shape).numel())) if method == "dpok" else None
         value_opt = torch.optim.Adam(value.parameters(), lr=c.value_learning_rate) if value is not None else None
