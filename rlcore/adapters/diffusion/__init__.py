@@ -12,8 +12,8 @@ PG) on the shared objectives. One job per module:
 * :mod:`~rlcore.adapters.diffusion.finetune`: :func:`finetune` (methods ``"dpok"``, ``"ppo"``, ``"rwr"``,
   ``"fpg"``) and :func:`kl_optimum`, the exact optimum of the KL-regularised problem they are measured against.
 
-Not yet here (issue 24): the digits test bed, Focus-N-Fix, the
-reward-hacking monitor, ``rlcore train diffusion`` with checkpoints, and the benchmark.
+Not yet here (issue 24): the digits test bed, Focus-N-Fix, TensorBoard logs, ``rlcore train diffusion`` with
+checkpoints, and the benchmark.
 """
 
 from rlcore.adapters.diffusion import testbeds

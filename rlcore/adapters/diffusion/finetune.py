@@ -119,6 +119,8 @@ class FinetuneResult:
     """The k-NN estimate (:func:`knn_kl`) of the output KL, for samples of at most 8 dimensions (else NaN)."""
     expected_reward: float = float("nan")
     """Mean reward of ``eval_samples`` samples of the fine-tuned model."""
+    held_out_reward: float = float("nan")
+    """Mean held-out (monitor) reward of the same samples (NaN without one)."""
     seconds: float = 0.0
 
     def sample(self, n: int, seed: int = 0, condition: Any = None) -> torch.Tensor:
@@ -219,7 +221,8 @@ def _denoising_loss(model: nn.Module, x0: torch.Tensor, alpha_bar: torch.Tensor,
 def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor], torch.Tensor],
              method: str = "dpok", kl_weight: float = 0.1, steps: int = 300, seed: int = 0,
              config: FinetuneConfig | None = None, sample_shape: tuple[int, ...] = (2,),
-             progress: bool = False) -> FinetuneResult:
+             progress: bool = False,
+             held_out_reward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> FinetuneResult:
     """Fine-tune a copy of ``model`` to maximise ``reward_fn`` with ``kl_weight`` × a divergence to ``model``.
 
     Args:
@@ -233,6 +236,10 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
         config: other settings (:class:`FinetuneConfig`).
         sample_shape: the shape of one sample (``(2,)`` for the ring).
         progress: show a progress bar.
+        held_out_reward: the reward-hacking monitor: a second reward that is never optimised (for example a
+            classifier trained on a disjoint split), scored on the same samples and logged beside ``reward_fn``
+            and the KL in ``history`` and in :attr:`FinetuneResult.held_out_reward`, so that a gap between the
+            optimised and the held-out reward is a number.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}.")
@@ -274,7 +281,14 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
             nn.utils.clip_grad_norm_(params, c.max_grad_norm)
             optimizer.step()
             if it % 50 == 0 or it == steps - 1:
-                history.append({"step": it, "loss": float(loss.detach()), "ess": ess})
+                record = {"step": it, "loss": float(loss.detach()), "ess": ess}
+                if held_out_reward is not None:
+                    with torch.no_grad():
+                        probe = rollout(policy.eval(), gsteps, shape, torch.Generator().manual_seed(int(seed) + it))
+                    policy.train()
+                    record.update(reward=float(_rewards(reward_fn, probe.samples).mean()),
+                                  held_out_reward=float(_rewards(held_out_reward, probe.samples).mean()))
+                history.append(record)
     else:
         value = ValueBaseline(int(torch.Size(sample_shape).numel())) if method == "dpok" else None
         value_opt = torch.optim.Adam(value.parameters(), lr=c.value_learning_rate) if value is not None else None
@@ -310,7 +324,10 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
                     nn.utils.clip_grad_norm_(params, c.max_grad_norm)
                     optimizer.step()
             if it % 10 == 0 or it == steps - 1:
-                history.append({"step": it, "reward": float(r.mean()), "kl": float(traj.kl.sum(0).mean())})
+                record = {"step": it, "reward": float(r.mean()), "kl": float(traj.kl.sum(0).mean())}
+                if held_out_reward is not None:
+                    record["held_out_reward"] = float(_rewards(held_out_reward, traj.samples).mean())
+                history.append(record)
                 bar.set_postfix(reward=f"{float(r.mean()):.3f}", kl=f"{float(traj.kl.sum(0).mean()):.3f}")
     policy.eval().requires_grad_(False)
     result = FinetuneResult(policy, reference, scheduler, gsteps, method, float(kl_weight), history,
@@ -323,6 +340,8 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
         ref = rollout(reference, gsteps, (c.eval_samples, *sample_shape), torch.Generator().manual_seed(int(seed) + 2))
         result.marginal_kl = result.kl_to_reference = knn_kl(final.samples, ref.samples)
     result.expected_reward = float(_rewards(reward_fn, final.samples).mean())
+    if held_out_reward is not None:
+        result.held_out_reward = float(_rewards(held_out_reward, final.samples).mean())
     result.seconds = time.perf_counter() - start
     return result
 
