@@ -22,9 +22,6 @@ the history and the environment stays exactly reproducible.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rlcore.adapters.cache import cache_file, save_atomic
 from rlcore.adapters.dialogue import language as L
 from rlcore.adapters.dialogue.conversation import Conversation, feature_dim
 from rlcore.adapters.dialogue.experts import available
@@ -193,9 +191,7 @@ def train_moe_lm(config: MoELMConfig | None = None) -> MoELM:
 
 def cache_path(config: MoELMConfig, cache_dir: str | Path | None = None) -> Path:
     """Where :func:`load_moe_lm` keeps the weights of ``config``'s model."""
-    root = Path(cache_dir or os.environ.get("RLCORE_CACHE_DIR") or Path.home() / ".cache" / "rlcore")
-    digest = hashlib.sha256(json.dumps({"format": FORMAT, **asdict(config)}, sort_keys=True).encode()).hexdigest()
-    return root / "dialogue" / f"moe_lm-{digest[:16]}.pt"
+    return cache_file("dialogue", "moe_lm", {"format": FORMAT, **asdict(config)}, cache_dir)
 
 
 _LOADED: dict[Path, MoELM] = {}
@@ -220,10 +216,7 @@ def load_moe_lm(config: MoELMConfig | None = None, cache_dir: str | Path | None 
         sys.stderr.write(f"rlcore: training the dialogue MoE-LM once ({config.steps} steps, about a minute on one CPU "
                          f"core); it is cached at {path}\n")
         model = train_moe_lm(config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_atomic(model.state_dict(), path)
     _LOADED[path] = model
     return model
 

@@ -55,8 +55,8 @@ from torch import nn
 
 from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollout
 from rlcore.adapters.diffusion.steps import GaussianSteps
-from rlcore.adapters.diffusion.testbeds import timestep_embedding
 from rlcore.adapters.diffusion.trainable import make_trainable
+from rlcore.networks.embeddings import timestep_embedding
 from rlcore.objectives import clipped_pg_loss, normalize_advantages, rwr_weights, value_loss
 
 METHODS = ("dpok", "ppo", "rwr", "fpg")
@@ -191,7 +191,7 @@ class ValueBaseline(nn.Module):
                                  nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x.flatten(1), timestep_embedding(t, scale=1.0)], 1)).squeeze(1)
+        return self.net(torch.cat([x.flatten(1), timestep_embedding(t)], 1)).squeeze(1)
 
 
 def _step_terms(model: nn.Module, reference: nn.Module, steps: GaussianSteps, traj: Trajectory, i: int,

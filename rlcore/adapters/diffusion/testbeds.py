@@ -9,10 +9,7 @@ steps. The weights are cached under ``$RLCORE_CACHE_DIR`` (default ``~/.cache/rl
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,18 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlcore.adapters.cache import cache_file, save_atomic
 from rlcore.adapters.diffusion.sampling import rollout
 from rlcore.adapters.diffusion.steps import GaussianSteps
+from rlcore.networks.embeddings import timestep_embedding
 
 FORMAT = 1
-
-
-def timestep_embedding(t: torch.Tensor, dim: int = 32, scale: float = 1.0) -> torch.Tensor:
-    """Sinusoidal embedding ``[N, dim]`` of timesteps ``[N]`` (as in DDPM)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device) / half)
-    angles = scale * t.float()[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 class MLPDenoiser(nn.Module):
@@ -140,9 +131,8 @@ def pretrain(config: RingConfig, scheduler: Any) -> MLPDenoiser:
 
 
 def cache_path(config: RingConfig, cache_dir: str | Path | None = None) -> Path:
-    root = Path(cache_dir or os.environ.get("RLCORE_CACHE_DIR") or Path.home() / ".cache" / "rlcore")
-    digest = hashlib.sha256(json.dumps({"format": FORMAT, **asdict(config)}, sort_keys=True).encode()).hexdigest()
-    return root / "diffusion" / f"ring-{digest[:16]}.pt"
+    """Where :func:`ring` keeps the pretrained weights of ``config``."""
+    return cache_file("diffusion", "ring", {"format": FORMAT, **asdict(config)}, cache_dir)
 
 
 def ring(seed: int = 0, cache_dir: str | Path | None = None, **overrides: Any) -> TestBed:
@@ -169,12 +159,8 @@ def ring(seed: int = 0, cache_dir: str | Path | None = None, **overrides: Any) -
         sys.stderr.write(f"rlcore: pretraining the ring test bed's denoiser once ({config.pretrain_steps} steps); "
                          f"it is cached at {path}\n")
         model = pretrain(config, scheduler)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_atomic(model.state_dict(), path)
     return TestBed(model, scheduler, config.inference_steps, config)
 
 
-__all__ = ["MLPDenoiser", "RingConfig", "TestBed", "cache_path", "pretrain", "ring", "ring_data",
-           "timestep_embedding"]
+__all__ = ["MLPDenoiser", "RingConfig", "TestBed", "cache_path", "pretrain", "ring", "ring_data"]

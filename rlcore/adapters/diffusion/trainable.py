@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rlcore.adapters.diffusion.sampling import predict_noise
+from rlcore.networks.embeddings import timestep_embedding
 
 TRAINABLE = ("full", "lora", "side")
 """Accepted values of ``FinetuneConfig.trainable``."""
@@ -53,8 +54,6 @@ class SideNetwork(nn.Module):
             self.control = nn.Sequential(nn.Conv2d(out + feat + 1, hidden, 3, padding=1), nn.SiLU(),
                                          nn.Conv2d(hidden, out, 3, padding=1))
         else:
-            from rlcore.adapters.diffusion.testbeds import timestep_embedding
-
             self._embed = timestep_embedding
             out, feat = last.out_features, last.in_features
             self.control = nn.Sequential(nn.Linear(out + feat + 32, hidden), nn.SiLU(), nn.Linear(hidden, hidden),

@@ -33,6 +33,7 @@ from torch import nn
 from rlcore.adapters.retrieval.catalogue import Catalogue
 from rlcore.adapters.retrieval.env import unit
 from rlcore.adapters.retrieval.synthesis import FanOutPairs
+from rlcore.networks.embeddings import timestep_embedding
 from rlcore.objectives import rwr_loss
 
 
@@ -70,14 +71,6 @@ class DiffusionConfig:
     """Seed of the initialisation, the training noise and the query-time x_T."""
 
 
-def _time_embedding(t: torch.Tensor, dim: int = 32) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps ``[B] -> [B, dim]`` (Vaswani et al., as in DDPM)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-
 class SubqueryDenoiser(nn.Module):
     """``ε_θ(x_t, t, e)``: an MLP over the noisy flattened sub-queries, the timestep and the intent."""
 
@@ -104,7 +97,7 @@ class SubqueryDenoiser(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, intent: torch.Tensor) -> torch.Tensor:
         # The unit intent's entries are ~1/sqrt(d): scale them like x_0's so the condition is not drowned out.
-        return self.net(torch.cat([x_t, intent * math.sqrt(self.dim), _time_embedding(t)], dim=1))
+        return self.net(torch.cat([x_t, intent * math.sqrt(self.dim), timestep_embedding(t)], dim=1))
 
     @torch.no_grad()
     def sample(self, intents: torch.Tensor, generator: torch.Generator,
