@@ -158,11 +158,11 @@ def plot(parts: list[dict]) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     sizes = [p["num_items"] for p in parts]
-    for name in RETRIEVERS:
+    for k, name in enumerate(RETRIEVERS):  # one colour per retriever; solid: exact index, dashed: HNSW
         for index_name, style in (("exact", "-o"), ("hnsw", "--s")):
             rows = [next(r for r in p["indexes"][index_name]["rows"] if r["retriever"] == name) for p in parts]
-            axes[0].plot(sizes, [r["test_set_reward"] for r in rows], style, label=f"{name} ({index_name})")
-            axes[1].plot(sizes, [r["ms_batch1"] for r in rows], style, label=f"{name} ({index_name})")
+            for ax, key in ((axes[0], "test_set_reward"), (axes[1], "ms_batch1")):
+                ax.plot(sizes, [r[key] for r in rows], style, color=f"C{k}", label=f"{name} ({index_name})")
     for ax, label in ((axes[0], "test set reward"), (axes[1], "ms per query, batch 1")):
         ax.set_xscale("log")
         ax.set_xlabel("items in the catalogue")
