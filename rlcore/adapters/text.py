@@ -80,11 +80,24 @@ class MiniLMEncoder:
         return torch.stack([self._memo[t] for t in texts])
 
 
+_SHARED: dict[str, MiniLMEncoder] = {}
+
+
+def shared_encoder(device: str | torch.device = "cpu", purpose: str = "the text encoder",
+                   alternative: str = "") -> MiniLMEncoder:
+    """One :class:`MiniLMEncoder` per device and process: loading the model takes seconds, so the catalogues,
+    pools and indexes that embed text share it (and its memo of embedded texts)."""
+    key = str(torch.device(device))
+    if key not in _SHARED:
+        _SHARED[key] = MiniLMEncoder(device, purpose=purpose, alternative=alternative)
+    return _SHARED[key]
+
+
 def embed_texts(texts: tuple[str, ...] | list[str], purpose: str = "the text encoder", alternative: str = "",
                 batch_size: int = 256) -> torch.Tensor:
     """MiniLM embeddings ``[len(texts), 384]`` of ``texts`` on the CPU, in batches of ``batch_size``, with a
     progress bar above a few thousand texts (``purpose`` and ``alternative`` word the missing-extra error)."""
-    encoder = MiniLMEncoder("cpu", purpose=purpose, alternative=alternative)
+    encoder = shared_encoder("cpu", purpose, alternative)
     texts = list(texts)
     if len(texts) <= 4 * batch_size:
         return encoder.encode(texts)
@@ -113,4 +126,4 @@ def pca_project(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
     return (z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
 
 
-__all__ = ["EXTRA_HINT", "MiniLMEncoder", "embed_texts", "minilm_path", "pca_project"]
+__all__ = ["EXTRA_HINT", "MiniLMEncoder", "embed_texts", "minilm_path", "pca_project", "shared_encoder"]
