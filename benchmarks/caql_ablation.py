@@ -16,20 +16,22 @@ also holds the mean Q of the updates since the previous one (``q_mean``).
     python benchmarks/caql_ablation.py --summarise-only
 
 Results: ``benchmarks/results/caql_ablation.{json,md}``; one JSON per run in ``caql_ablation_runs/`` (a run whose
-file exists is skipped, so the grid can be run in parts).
+file exists is skipped, so the grid can be run in parts). ``--executor ray`` runs each run as a Ray task (one CPU;
+``--ray-address`` to join a cluster) and writes the same files here as each finishes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _grid import add_executor_arguments, run_grid, save_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "caql_ablation_runs"
@@ -183,6 +185,7 @@ def main() -> None:
     parser.add_argument("--hopper-steps", type=int, default=TASKS["hopper"]["steps"])
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (one torch thread each)")
     parser.add_argument("--summarise-only", action="store_true")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     specs = specs_for(args.tasks, args.seeds, args.eval_episodes,
                       {"pendulum": args.pendulum_steps, "hopper": args.hopper_steps})
@@ -190,14 +193,14 @@ def main() -> None:
     todo = [] if args.summarise_only else [s for s in specs if not (RUNS / f"{s['key']}.json").exists()]
     print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to do", flush=True)
     started = time.perf_counter()
-    if todo:
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            for done in pool.imap_unordered(run_one, todo):
-                tmp = RUNS / f"{done['key']}.json.tmp"
-                tmp.write_text(json.dumps(done))
-                tmp.replace(RUNS / f"{done['key']}.json")
-                print(f"[{time.perf_counter() - started:6.0f}s] {done['key']}: return {done['final_return']:.1f}, "
-                      f"Q - G {done['bias']['q_minus_return']:.1f}", flush=True)
+
+    def save(done: dict) -> None:
+        save_result(RUNS / f"{done['key']}.json", json.dumps(done))
+        print(f"[{time.perf_counter() - started:6.0f}s] {done['key']}: return {done['final_return']:.1f}, "
+              f"Q - G {done['bias']['q_minus_return']:.1f}", flush=True)
+
+    run_grid(run_one, todo, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+             on_result=save)
     summarise(specs)
     print((RESULTS / "caql_ablation.md").read_text())
 

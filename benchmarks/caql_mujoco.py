@@ -22,15 +22,20 @@ from it, so the suite can be run a few hours at a time. Writes ``benchmarks/resu
 (final return mean ± std over seeds, wall seconds, environment steps per second, per task and method; the
 interquartile mean of returns normalised per task as (R - R_random) / (R_best - R_random); which runs are
 missing), and a learning-curve PNG per task. Runs are cached in ``benchmarks/results/caql_mujoco_runs/``.
+
+``--executor ray`` runs each (task, method, seed) as a Ray task (one CPU; ``--ray-address`` to join a cluster);
+the result files are written here as each run finishes. A run resumes from its checkpoint only on a node that
+sees ``caql_mujoco_runs/runs/`` (on a cluster: a shared filesystem).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import time
 from pathlib import Path
+
+from _grid import add_executor_arguments, run_grid, save_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -278,6 +283,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--summarise-only", action="store_true",
                         help="only aggregate the runs already cached (the table says which are missing)")
+    add_executor_arguments(parser)
     args = parser.parse_args()
 
     tasks = args.tasks or SUITE
@@ -301,13 +307,14 @@ def main() -> None:
     todo = [] if args.summarise_only else [s for s in specs if not (cache / f"{s['key']}.json").exists()]
     print(f"{len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to do, {args.workers} workers")
     started = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        for done in pool.imap_unordered(run_one, todo):
-            tmp = cache / f"{done['key']}.json.tmp"
-            tmp.write_text(json.dumps(done))
-            tmp.replace(cache / f"{done['key']}.json")
-            print(f"[{time.perf_counter() - started:7.0f}s] {done['task']:24} {done['method']:9} seed {done['seed']}: "
-                  f"return {done['final_return']:9.1f}  ({done['wall_seconds']:.0f} s)", flush=True)
+
+    def save(done: dict) -> None:
+        save_result(cache / f"{done['key']}.json", json.dumps(done))
+        print(f"[{time.perf_counter() - started:7.0f}s] {done['task']:24} {done['method']:9} seed {done['seed']}: "
+              f"return {done['final_return']:9.1f}  ({done['wall_seconds']:.0f} s)", flush=True)
+
+    run_grid(run_one, todo, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+             on_result=save)
     missing = [s["key"] for s in specs if not (cache / f"{s['key']}.json").exists()]
     runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in specs if s["key"] not in missing]
     tasks = [task for task in tasks if any(r["task"] == task for r in runs)]

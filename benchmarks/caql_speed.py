@@ -10,6 +10,11 @@ The "before" side of a pair runs the code of a git revision (``git archive`` int
     python benchmarks/caql_speed.py --summarise-only
 
 Results: ``benchmarks/results/caql_speed.{json,md}``; one JSON per pair and repeat in ``caql_speed_runs/``.
+
+``--executor ray`` runs each (pair, repeat) as one Ray task with 2 CPUs, both sides at once as in a local run, so
+that a pair's two sides share one node and its load (``--ray-address`` to join a cluster, whose nodes need this
+repository, with its git history, and the environment at the same paths: a task unpacks its own "before" tree);
+pairs run side by side as the cluster has room, and the pair files are written here.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _grid import add_executor_arguments, run_grid, save_result
 from _revisions import unpack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,29 +104,51 @@ def updates_for(side: str, base: int) -> int:
     return max(base // 10, 20) if "bnb" in side else base
 
 
-def run_missing(repeats: int, rev: str, updates: int, pairs: list[str]) -> None:
+def measure_pair(job: dict) -> dict:
+    """Both sides of one pair at once; the pair's record, or ``{"error": ...}`` if a side failed.
+
+    ``job["before_tree"]``: the unpacked "before" code, or None to unpack it here (a Ray task, maybe on another
+    node)."""
+    if job["before_tree"] is None:
+        with tempfile.TemporaryDirectory(prefix="rlcore-caql-speed-") as tmp:
+            return measure_pair({**job, "before_tree": str(unpack(job["before_rev"], Path(tmp)))})
+    pair, updates = job["pair"], job["updates"]
+    jobs = {side: launch(side, Path(job["before_tree"]), updates_for(side, updates)) for side in PAIRS[pair]}
+    record: dict[str, object] = {"pair": pair, "repeat": job["repeat"], "before_rev": job["before_rev"]}
+    for side, process in jobs.items():
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            return {"error": f"{side} failed:\n{stderr[-3000:]}"}
+        record[side] = json.loads(stdout.strip().splitlines()[-1])["updates_per_second"]
+    return {"path": job["path"], "record": record}
+
+
+def run_missing(repeats: int, rev: str, updates: int, pairs: list[str], executor: str = "process",
+                ray_address: str | None = None) -> None:
+    """The missing (pair, repeat) measurements, one after another in this process (``executor="process"``) or as
+    Ray tasks of 2 CPUs each."""
     RUNS.mkdir(parents=True, exist_ok=True)
+    jobs = [{"pair": pair, "repeat": repeat, "before_rev": rev, "updates": updates, "before_tree": None,
+             "path": str(RUNS / f"pair{index}-{repeat}.json")}
+            for repeat in range(repeats) for index, pair in enumerate(PAIRS)
+            if pair in pairs and not (RUNS / f"pair{index}-{repeat}.json").exists()]
+
+    def save(done: dict) -> None:
+        if "error" in done:
+            raise SystemExit(done["error"])
+        record = done["record"]
+        save_result(Path(done["path"]), json.dumps(record, indent=2))
+        first, second = PAIRS[record["pair"]]
+        print(f"{record['pair']} #{record['repeat']}: {record[first]:.1f} / {record[second]:.1f} updates/s",
+              flush=True)
+
+    if executor == "ray":
+        run_grid(measure_pair, jobs, workers=0, executor=executor, ray_address=ray_address, on_result=save,
+                 cpus_per_job=2)
+        return
     with tempfile.TemporaryDirectory(prefix="rlcore-caql-speed-") as tmp:
-        before_tree = unpack(rev, Path(tmp))
-        for repeat in range(repeats):
-            for index, pair in enumerate(PAIRS):
-                if pair not in pairs:
-                    continue
-                path = RUNS / f"pair{index}-{repeat}.json"
-                if path.exists():
-                    continue
-                jobs = {side: launch(side, before_tree, updates_for(side, updates)) for side in PAIRS[pair]}
-                record: dict[str, object] = {"pair": pair, "repeat": repeat, "before_rev": rev}
-                for side, job in jobs.items():
-                    stdout, stderr = job.communicate()
-                    if job.returncode != 0:
-                        raise SystemExit(f"{side} failed:\n{stderr[-3000:]}")
-                    record[side] = json.loads(stdout.strip().splitlines()[-1])["updates_per_second"]
-                tmp_path = path.with_suffix(".json.tmp")
-                tmp_path.write_text(json.dumps(record, indent=2))
-                tmp_path.replace(path)
-                first, second = PAIRS[pair]
-                print(f"{pair} #{repeat}: {record[first]:.1f} / {record[second]:.1f} updates/s", flush=True)
+        before_tree = str(unpack(rev, Path(tmp)))
+        run_grid(measure_pair, [{**job, "before_tree": before_tree} for job in jobs], workers=0, on_result=save)
 
 
 def summarise() -> None:
@@ -166,9 +194,10 @@ def main() -> None:
     parser.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' code")
     parser.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--summarise-only", action="store_true")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     if not args.summarise_only:
-        run_missing(args.repeats, args.before, args.updates, args.pairs)
+        run_missing(args.repeats, args.before, args.updates, args.pairs, args.executor, args.ray_address)
     summarise()
 
 

@@ -14,6 +14,10 @@ the last evaluation (15k steps) of each side.
     python benchmarks/caql_vs_sb3.py --summarise-only
 
 Results: ``benchmarks/results/caql_vs_sb3.{json,md,png}``; one JSON per run in ``caql_vs_sb3_runs/``.
+
+``--executor ray`` runs each seed, both sides at once as in a local run, as one Ray task with 2 CPUs, so that the
+two sides share one node (``--ray-address`` to join a cluster, whose nodes need this repository and environment
+at the same paths); seeds run side by side as the cluster has room, and the run files are written here.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _grid import ONE_THREAD, add_executor_arguments, run_grid, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -92,21 +98,42 @@ def run_one(method: str, seed: int, steps: int, eval_interval: int, eval_episode
     tmp_path.replace(out)
 
 
-def run_missing(seeds: list[int], steps: int, eval_interval: int, eval_episodes: int) -> None:
+def run_seed(job: dict) -> dict:
+    """Both sides of a seed at once, one process and one core each: the same machine load for both.
+
+    Returns the job with ``failed`` (the exit code of a side that failed, else None) and the text of each side's
+    result file, which the driver writes (the sides may have run on another node)."""
+    seed, started = job["seed"], time.perf_counter()
     RUNS.mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
-        todo = [m for m in METHODS if not (RUNS / f"{m}-s{seed}.json").exists()]
-        if not todo:
-            continue
-        started = time.perf_counter()
-        environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        # Both sides of a seed at once, one core each: the same machine load for both.
-        jobs = [subprocess.Popen([sys.executable, __file__, "--child", method, str(seed), str(steps),
-                                  str(eval_interval), str(eval_episodes)], env=environment) for method in todo]
-        for job in jobs:
-            if job.wait() != 0:
-                raise SystemExit(f"seed {seed}: a run failed (exit {job.returncode})")
-        print(f"seed {seed}: {', '.join(todo)} done in {time.perf_counter() - started:.0f} s", flush=True)
+    environment = {**os.environ, **ONE_THREAD}
+    processes = [subprocess.Popen([sys.executable, __file__, "--child", method, str(seed), str(job["steps"]),
+                                   str(job["eval_interval"]), str(job["eval_episodes"])], env=environment)
+                 for method in job["methods"]]
+    for process in processes:
+        if process.wait() != 0:
+            return {**job, "failed": process.returncode}
+    return {**job, "failed": None, "seconds": time.perf_counter() - started,
+            "results": {method: (RUNS / f"{method}-s{seed}.json").read_text() for method in job["methods"]}}
+
+
+def run_missing(seeds: list[int], steps: int, eval_interval: int, eval_episodes: int, executor: str = "process",
+                ray_address: str | None = None) -> None:
+    """The seeds whose runs are missing, one seed after another in this process (``executor="process"``) or as
+    Ray tasks of 2 CPUs each."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    jobs = [{"seed": seed, "methods": todo, "steps": steps, "eval_interval": eval_interval,
+             "eval_episodes": eval_episodes}
+            for seed in seeds if (todo := [m for m in METHODS if not (RUNS / f"{m}-s{seed}.json").exists()])]
+
+    def save(done: dict) -> None:
+        if done["failed"] is not None:
+            raise SystemExit(f"seed {done['seed']}: a run failed (exit {done['failed']})")
+        for method, text in done["results"].items():
+            save_result(RUNS / f"{method}-s{done['seed']}.json", text)
+        print(f"seed {done['seed']}: {', '.join(done['methods'])} done in {done['seconds']:.0f} s", flush=True)
+
+    run_grid(run_seed, jobs, workers=0, executor=executor, ray_address=ray_address, on_result=save,
+             cpus_per_job=len(METHODS))
 
 
 def first_at(curve: list[dict[str, float]], threshold: float) -> dict[str, float] | None:
@@ -230,9 +257,10 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--threshold", type=float, default=-200.0)
     parser.add_argument("--summarise-only", action="store_true")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     if not args.summarise_only:
-        run_missing(args.seeds, args.steps, args.eval_interval, args.eval_episodes)
+        run_missing(args.seeds, args.steps, args.eval_interval, args.eval_episodes, args.executor, args.ray_address)
     summary = summarise(args.threshold)
     print((RESULTS / "caql_vs_sb3.md").read_text())
     if not summary["rows"]:

@@ -15,6 +15,9 @@ a run whose file exists is skipped, so an interrupted benchmark continues where 
 ``dialogue.evaluate`` with deterministic choices on ``--users`` held-out users (reset seed ``50_000 + seed``,
 never used in training). Spread over seeds: the sample standard deviation (``n − 1``) of the per-seed means.
 The MoE-LM is trained once (and cached) before the runs start, so that the workers do not all train it.
+``--executor ray`` runs each run's process as a Ray task instead (one CPU; ``--ray-address`` to join a cluster,
+whose nodes need this repository and environment at the same paths; a node that does not share this machine's
+MoE-LM cache trains its own); the result files and failed runs' logs are written here.
 
     python benchmarks/dialogue.py                      # run what is missing, then write the report
     python benchmarks/dialogue.py --summarise-only
@@ -38,6 +41,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _grid import ONE_THREAD, Command, add_executor_arguments, run_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -189,6 +194,7 @@ def main() -> None:
     parser.add_argument("--summarise-only", action="store_true")
     parser.add_argument("--run", nargs=3, metavar=("FAMILY", "METHOD", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--machine", default="2-core x86_64 CPU shared with other jobs, no GPU")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
 
@@ -208,32 +214,30 @@ def main() -> None:
     todo = [(f, m, s) for f, m, s in order if not (RUNS / f"{f}_{m}_s{s}.json").exists()]
     print(f"{len(order)} runs, {len(order) - len(todo)} done already, {len(todo)} to do", flush=True)
     if not args.summarise_only and todo:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {**os.environ, **ONE_THREAD}
         if "moe" in {f for f, _, _ in todo}:  # train (or find) the MoE-LM once, before the workers need it
             subprocess.run([sys.executable, "-c", "import torch; torch.set_num_threads(1); "
                             "from rlcore.adapters.dialogue import load_moe_lm; load_moe_lm()"], env=env, check=True)
-        running: list[tuple[subprocess.Popen, tuple[str, str, int]]] = []
         failed = []
-        while todo or running:
-            while todo and len(running) < args.workers:
-                family, method, seed = todo.pop(0)
-                command = [sys.executable, __file__, "--run", family, method, str(seed), "--steps", str(args.steps),
-                           "--users", str(args.users)]
-                log = open(RUNS / f"{family}_{method}_s{seed}.log", "w")  # noqa: SIM115 (closed with the process)
-                running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT),
-                                (family, method, seed)))
-            time.sleep(2)
-            for proc, key in list(running):
-                if proc.poll() is not None:
-                    running.remove((proc, key))
-                    family, method, seed = key
-                    status = "done" if proc.returncode == 0 else f"FAILED ({proc.returncode})"
-                    if proc.returncode != 0:
-                        failed.append(key)
-                    else:  # the log only matters for a run that failed
-                        (RUNS / f"{family}_{method}_s{seed}.log").unlink(missing_ok=True)
-                    print(f"[{time.perf_counter() - started:6.0f}s] {family} {method} seed {seed}: {status}",
-                          flush=True)
+        commands = {}
+        for family, method, seed in todo:
+            command = Command([sys.executable, __file__, "--run", family, method, str(seed), "--steps", str(args.steps),
+                               "--users", str(args.users)], result=RUNS / f"{family}_{method}_s{seed}.json",
+                              log=RUNS / f"{family}_{method}_s{seed}.log")
+            commands[command] = (family, method, seed)
+
+        def done(command: Command, returncode: int) -> None:
+            family, method, seed = key = commands[command]
+            status = "done" if returncode == 0 else f"FAILED ({returncode})"
+            if returncode != 0:
+                failed.append(key)
+            else:  # the log only matters for a run that failed
+                (RUNS / f"{family}_{method}_s{seed}.log").unlink(missing_ok=True)
+            print(f"[{time.perf_counter() - started:6.0f}s] {family} {method} seed {seed}: {status}", flush=True)
+
+        run_commands(list(commands), workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                     env=ONE_THREAD, on_done=done)
+        todo = []  # every run was started (what tells the suite time below that something ran)
         if failed:
             raise SystemExit(f"runs failed: {failed}; see their logs in {RUNS}")
     runs = [json.loads((RUNS / f"{f}_{m}_s{s}.json").read_text()) for f, m, s in order

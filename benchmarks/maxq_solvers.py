@@ -23,6 +23,11 @@ batch for every solver.
 Writes ``benchmarks/results/maxq_solvers.json`` and ``.md`` (``--out`` to change the folder). The
 overrun part keeps the rows already in the json and measures only the missing ones (``--redo`` measures
 them all again); ``--time-limits`` leaves the grid's results as they are.
+
+``--executor ray`` runs the whole measurement as one Ray task of ``--threads`` CPUs (``--ray-address`` to join a
+cluster): its cells share one time budget and one machine description, and the solvers of a cell are compared
+with each other, so they stay together on one node. The report is written here when the task ends (the overrun
+part is then saved at the end only, not after every row).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from _grid import add_executor_arguments, run_grid
 from torch import nn
 
 import solvers
@@ -366,6 +372,7 @@ def main() -> None:
     parser.add_argument("--time-limits", action="store_true",
                         help="only the time-limit overrun part (rows already in the json are kept)")
     parser.add_argument("--redo", action="store_true", help="measure every overrun row again")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     path = args.out / "maxq_solvers.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
@@ -375,29 +382,49 @@ def main() -> None:
         path.write_text(json.dumps(report, indent=1))
         (args.out / "maxq_solvers.md").write_text(markdown(report))
         return
-    torch.set_num_threads(args.threads)
-    settings = QUICK if args.quick else FULL
     start = time.perf_counter()
-    deadline = start + settings.budget_s
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
 
-    if args.time_limits:
-        if "cells" not in previous:
-            raise SystemExit(f"--time-limits adds to an existing {path}; run the grid first.")
+    if args.time_limits and "cells" not in previous:
+        raise SystemExit(f"--time-limits adds to an existing {path}; run the grid first.")
+    job = {"quick": args.quick, "threads": args.threads, "time_limits": args.time_limits, "redo": args.redo,
+           "previous": previous, "save_to": str(path) if args.executor == "process" else None}
+    (report,) = run_grid(measure, [job], workers=0, executor=args.executor, ray_address=args.ray_address,
+                         cpus_per_job=args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    (args.out / "maxq_solvers.md").write_text(markdown(report))
+    log(f"wrote {path} and {args.out / 'maxq_solvers.md'}")
+
+
+def measure(job: dict) -> dict:
+    """One invocation's measurement, in this process: the grid (and, unless quick, the overrun part), or with
+    ``time_limits`` the overrun part added to ``job["previous"]``; returns the report.
+
+    ``job["save_to"]``: where to write the report after every new overrun row (None: only returned)."""
+    torch.set_num_threads(job["threads"])
+    settings = QUICK if job["quick"] else FULL
+    start = time.perf_counter()
+    deadline = start + settings.budget_s
+    previous = job["previous"]
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
+
+    if job["time_limits"]:
         report = previous
+        save = None
+        if job["save_to"] is not None:
+            path = Path(job["save_to"])
 
-        def save(rows: list[dict]) -> None:
-            report["time_limit_overrun"] = {**report.get("time_limit_overrun", {}), "rows": rows}
-            path.write_text(json.dumps(report, indent=1))
+            def save(rows: list[dict]) -> None:
+                report["time_limit_overrun"] = {**report.get("time_limit_overrun", {}), "rows": rows}
+                path.write_text(json.dumps(report, indent=1))
 
-        report["time_limit_overrun"] = _overrun_section(previous, log, args.redo, save)
-        args.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1))
-        (args.out / "maxq_solvers.md").write_text(markdown(report))
-        log(f"wrote {path} and {args.out / 'maxq_solvers.md'}")
-        return
+        report["time_limit_overrun"] = _overrun_section(previous, log, job["redo"], save)
+        return report
 
     cells = []
     for hidden in settings.hidden:
@@ -409,7 +436,7 @@ def main() -> None:
         "machine": f"{platform.machine()} CPU with {os.cpu_count()} cores, {torch.get_num_threads()} torch "
                    f"thread(s), no GPU; "
                    f"torch {torch.__version__}, Python {platform.python_version()}",
-        "budget": f"{'quick' if args.quick else 'full'} run: MIP time limit {settings.time_limit} s per state, "
+        "budget": f"{'quick' if job['quick'] else 'full'} run: MIP time limit {settings.time_limit} s per state, "
                   f"{settings.mip_states} MIP states and {settings.batch_states} batched states per cell, "
                   f"bnb time limit {settings.bnb_time_limit} s per batch, MIP runs skipped after "
                   f"{settings.budget_s / 60:.0f} min; took {(time.perf_counter() - start) / 60:.1f} min",
@@ -417,12 +444,9 @@ def main() -> None:
         "cells": cells,
     }
     report["targets"] = targets(cells)
-    if not args.quick:
-        report["time_limit_overrun"] = _overrun_section(previous, log, args.redo)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
-    (args.out / "maxq_solvers.md").write_text(markdown(report))
-    log(f"wrote {args.out / 'maxq_solvers.json'} and {args.out / 'maxq_solvers.md'}")
+    if not job["quick"]:
+        report["time_limit_overrun"] = _overrun_section(previous, log, job["redo"])
+    return report
 
 
 def _overrun_section(previous: dict, log, redo: bool, save=None) -> dict:

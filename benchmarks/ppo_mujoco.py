@@ -28,6 +28,9 @@ Writes ``benchmarks/results/ppo_mujoco.json`` and ``.md`` (final return mean ± 
 wall-clock seconds, steps per second and their ratio, whether the targets are met) and a learning-curve
 PNG ``benchmarks/results/ppo_mujoco_<env>.png`` per environment. Finished runs are cached under
 ``--cache`` (default ``runs/ppo_mujoco_bench``, ignored by git) so that an interrupted suite resumes.
+
+``--executor ray`` runs each (env, method, seed) as a Ray task (one CPU, a fresh worker process per run;
+``--ray-address`` to join a cluster); the run files are written to ``--cache`` here as each run finishes.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _grid import add_executor_arguments, run_grid, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -318,6 +323,7 @@ def main() -> None:
                         help="folder of finished runs (reused) and of rlcore's run directories")
     parser.add_argument("--machine", default="2-core x86_64 CPU shared with other jobs, no GPU",
                         help="description of the machine, for the results")
+    add_executor_arguments(parser)
     args = parser.parse_args()
 
     budgets = parse_steps(args.steps)
@@ -340,14 +346,17 @@ def main() -> None:
     print(f"{len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to do, {args.workers} worker(s)",
           flush=True)
     started = time.perf_counter()
+
+    def save(done: dict) -> None:
+        save_result(args.cache / f"{done['key']}.json", json.dumps(done))
+        print(f"[{time.perf_counter() - started:6.0f}s] {done['env']:20} {done['method']:6} seed {done['seed']}: "
+              f"return {done['final_return']:8.1f}, {done['wall_seconds']:5.0f} s, "
+              f"{done['steps_per_second']:5.0f} steps/s, {done['steps_per_cpu_second']:5.0f} steps/CPU-s",
+              flush=True)
+
     # A fresh process per run: no run inherits another's warm caches or memory.
-    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-        for done in pool.imap_unordered(run_one, todo):
-            (args.cache / f"{done['key']}.json").write_text(json.dumps(done))
-            print(f"[{time.perf_counter() - started:6.0f}s] {done['env']:20} {done['method']:6} seed {done['seed']}: "
-                  f"return {done['final_return']:8.1f}, {done['wall_seconds']:5.0f} s, "
-                  f"{done['steps_per_second']:5.0f} steps/s, {done['steps_per_cpu_second']:5.0f} steps/CPU-s",
-                  flush=True)
+    run_grid(run_one, todo, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+             on_result=save, fresh_process_per_job=True)
     runs = [json.loads((args.cache / f"{s['key']}.json").read_text()) for s in specs]
 
     import gymnasium

@@ -11,7 +11,9 @@ passes, MMR's re-ranking). One thread everywhere.
 
 Each size is one part, run in its own process (``--workers`` at a time); its result goes to
 ``benchmarks/results/retrieval_fanout_runs/n<size>.json`` and a part whose file exists is skipped, so an
-interrupted benchmark continues where it stopped.
+interrupted benchmark continues where it stopped. ``--executor ray`` runs each part's process as a Ray task
+instead (one CPU, so a part's latencies are measured on one node's core; ``--ray-address`` to join a cluster,
+whose nodes need this repository and environment at the same paths); the part files are written here.
 
     python benchmarks/retrieval_fanout.py                       # every missing part, then the report
     python benchmarks/retrieval_fanout.py --sizes 10000         # one part
@@ -28,11 +30,12 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _grid import ONE_THREAD, Command, add_executor_arguments, run_commands
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "retrieval_fanout_runs"
@@ -188,6 +191,7 @@ def main() -> None:
     parser.add_argument("--summarise-only", action="store_true")
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--machine", default="2-core x86_64 CPU shared with other jobs, no GPU")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
     if args.run is not None:  # a worker: one part, written atomically
@@ -199,18 +203,15 @@ def main() -> None:
     todo = [n for n in args.sizes if not (RUNS / f"n{n}.json").exists()]
     print(f"{len(args.sizes)} parts, {len(args.sizes) - len(todo)} done already, {len(todo)} to do", flush=True)
     if not args.summarise_only:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         passed = [a for a in sys.argv[1:] if a != "--summarise-only"]
-        running: list[tuple[subprocess.Popen, int]] = []
-        while todo or running:
-            while todo and len(running) < args.workers:
-                n = todo.pop(0)
-                running.append((subprocess.Popen([sys.executable, __file__, *passed, "--run", str(n)], env=env), n))
-            time.sleep(2)
-            for proc, n in list(running):
-                if proc.poll() is not None:
-                    running.remove((proc, n))
-                    print(f"{n} items: {'done' if proc.returncode == 0 else f'FAILED ({proc.returncode})'}", flush=True)
+        commands = {Command([sys.executable, __file__, *passed, "--run", str(n)], result=RUNS / f"n{n}.json"): n
+                    for n in todo}
+
+        def done(command: Command, returncode: int) -> None:
+            print(f"{commands[command]} items: {'done' if returncode == 0 else f'FAILED ({returncode})'}", flush=True)
+
+        run_commands(list(commands), workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                     env=ONE_THREAD, on_done=done)
     parts = [json.loads((RUNS / f"n{n}.json").read_text()) for n in sorted(args.sizes)
              if (RUNS / f"n{n}.json").exists()]
     if not parts:

@@ -6,7 +6,9 @@ noisy intents; for each index: build time, recall@k against ``IndexFlatIP``, and
 
     python benchmarks/retrieval_index.py --num-items 100000 --dim 32
 
-Writes ``benchmarks/results/retrieval_index.{json,md}``.
+Writes ``benchmarks/results/retrieval_index.{json,md}``. ``--executor ray`` runs the measurement as one Ray task
+(one CPU; ``--ray-address`` to join a cluster): its indexes are compared with each other, so they are timed
+together on one node; the results are written here.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import torch
 import tyro
+from _grid import check_executor, run_grid
 
 from rlcore.adapters import retrieval
 
@@ -39,6 +43,10 @@ class Args:
     """Seed of the catalogue and the queries."""
     out: str = "benchmarks/results/retrieval_index"
     """Output path without extension."""
+    executor: Literal["process", "ray"] = "process"
+    """Measure in this process, or as one Ray task (pip install 'rlcore[distributed]')."""
+    ray_address: str | None = None
+    """With --executor ray: the cluster to join ('auto', 'ray://host:10001'); default: start Ray here."""
 
 
 def timed_search(index: retrieval.VectorIndex, queries: torch.Tensor, k: int, single: int) -> tuple:
@@ -52,6 +60,28 @@ def timed_search(index: retrieval.VectorIndex, queries: torch.Tensor, k: int, si
 
 
 def main(args: Args) -> None:
+    try:
+        check_executor(args.executor)
+    except ModuleNotFoundError as error:
+        raise SystemExit(str(error)) from None
+    (rows,) = run_grid(measure, [args], workers=0, executor=args.executor, ray_address=args.ray_address)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in asdict(args).items() if k not in ("executor", "ray_address")}
+    meta = {"args": settings, "faiss": faiss.__version__, "torch": torch.__version__, "threads": 1}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    header = f"| index | build s | recall@{args.k} | ms/query (batch {args.num_queries}) | ms/query (batch 1) |"
+    lines = [f"# Retrieval index: {args.num_items} items x {args.dim} dims, k = {args.k}, one thread", "",
+             f"faiss {faiss.__version__}, torch {torch.__version__}; recall against IndexFlatIP; a build time of 0 is "
+             "the row above's index searched with another ef / nprobe.", "", header,
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['index']} | {r['build_s']} | {r[f'recall@{args.k}']} | {r['ms_per_query_batched']} | "
+              f"{r['ms_per_query_batch1']} |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def measure(args: Args) -> list[dict]:
+    """Build and time every index, one after another in this process; one row per index."""
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     cat = retrieval.synthetic_catalogue(num_items=args.num_items, num_clusters=max(24, args.num_items // 200),
@@ -91,18 +121,7 @@ def main(args: Args) -> None:
                      f"recall@{args.k}": round(retrieval.recall_at_k(ids, exact_ids), 4),
                      "ms_per_query_batched": round(batched, 4), "ms_per_query_batch1": round(one, 4)})
         print(rows[-1], flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"args": asdict(args), "faiss": faiss.__version__, "torch": torch.__version__, "threads": 1}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    header = f"| index | build s | recall@{args.k} | ms/query (batch {args.num_queries}) | ms/query (batch 1) |"
-    lines = [f"# Retrieval index: {args.num_items} items x {args.dim} dims, k = {args.k}, one thread", "",
-             f"faiss {faiss.__version__}, torch {torch.__version__}; recall against IndexFlatIP; a build time of 0 is "
-             "the row above's index searched with another ef / nprobe.", "", header,
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['index']} | {r['build_s']} | {r[f'recall@{args.k}']} | {r['ms_per_query_batched']} | "
-              f"{r['ms_per_query_batch1']} |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return rows
 
 
 if __name__ == "__main__":

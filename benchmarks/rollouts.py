@@ -15,6 +15,12 @@ batch size) exceeds ``--max-step-seconds``.
     python benchmarks/rollouts.py --envs Hopper-v5 --num-envs 1 16 --seconds 2
 
 Writes ``benchmarks/results/rollouts.json`` and ``rollouts.md``.
+
+``--executor ray`` runs the whole measurement as one Ray task (``--ray-address`` to join a cluster): its cells
+compare backends on one machine and each cell's skip estimate reads the previous one, so they stay together on one
+node. The task asks for as many CPUs as the largest async vector env runs processes (up to ``--max-async-envs``)
+and, when ``--devices`` names CUDA, for one GPU; without ``--devices`` the node picks (CUDA when it has one). The
+report, describing that node, is written here.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _grid import add_executor_arguments, run_grid
 
 from rlcore import envs
 from rlcore.envs.mjwarp import MJWARP_ENVS, mujoco_warp_available
@@ -206,7 +213,26 @@ def main() -> None:
                         help="skip a cell whose estimated time per batched step exceeds this")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--note", nargs="*", default=[], help="free-text notes for the report (e.g. the machine)")
+    add_executor_arguments(parser)
     args = parser.parse_args()
+    (report,) = run_grid(measure_all, [args], workers=0, executor=args.executor, ray_address=args.ray_address,
+                         cpus_per_job=_processes_at_once(args),
+                         gpus_per_job=1.0 if any(d.startswith("cuda") for d in args.devices or []) else 0.0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rollouts.json").write_text(json.dumps(report, indent=2))
+    write_markdown(args.out / "rollouts.md", report)
+    print(f"wrote {args.out / 'rollouts.json'} and {args.out / 'rollouts.md'}")
+
+
+def _processes_at_once(args: argparse.Namespace) -> int:
+    """The most processes a cell runs at once: an async vector env runs one per environment."""
+    if args.devices and "cpu" not in args.devices:
+        return 1
+    return max([1, *(n for n in args.num_envs or [1, 16, 256, 4096] if n <= args.max_async_envs)])
+
+
+def measure_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Every cell, one after another in this process; the report (on the machine that runs it)."""
     torch.set_num_threads(1)  # the figures are per core for the CPU backends, as the issue's baseline
     has_cuda = torch.cuda.is_available()
     args.devices = args.devices or (["cpu", "cuda"] if has_cuda else ["cpu"])
@@ -223,13 +249,10 @@ def main() -> None:
                      "runs the GPU kernels on the host), not a fast one.")
     if not mujoco_warp_available():
         notes.append("mujoco-warp is not installed here: no mjwarp rows.")
-    report = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "machine": machine(), "notes": notes, "results": rows, "targets": TARGETS,
-              "target_status": _target_status(rows, has_cuda)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rollouts.json").write_text(json.dumps(report, indent=2))
-    write_markdown(args.out / "rollouts.md", report)
-    print(f"wrote {args.out / 'rollouts.json'} and {args.out / 'rollouts.md'}")
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                if k not in ("executor", "ray_address")}
+    return {"settings": settings, "machine": machine(), "notes": notes, "results": rows, "targets": TARGETS,
+            "target_status": _target_status(rows, has_cuda)}
 
 
 def _target_status(rows: list[dict[str, Any]], has_cuda: bool) -> str:

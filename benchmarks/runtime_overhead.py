@@ -11,6 +11,11 @@ second are the run's own ``steps_per_second_this_session`` (training, its one fi
 
 Results: ``benchmarks/results/runtime_overhead.{json,md}``, one JSON per run in ``runtime_overhead_runs/``
 (a run whose file exists is skipped, so an interrupted benchmark continues where it stopped).
+
+``--executor ray`` runs each (algorithm, repeat), both sides at once as in a local run, as one Ray task with 2
+CPUs, so that the two sides share one node and its load (``--ray-address`` to join a cluster, whose nodes need this
+repository, with its git history, and the environment at the same paths: a task unpacks its own "before" tree);
+pairs run side by side as the cluster has room, and the run files are written here.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _grid import add_executor_arguments, run_grid, save_result
 from _revisions import unpack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,34 +64,54 @@ def launch(side: str, source: Path, algo: str, repeat: int, work: Path) -> tuple
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), run_dir
 
 
-def run_missing(repeats: int, rev: str, algos: list[str]) -> None:
+def measure_pair(job: dict) -> dict:
+    """Both sides of one (algorithm, repeat) at once; the record, or ``{"error": ...}`` if a side failed.
+
+    ``job["work"]``: the folder holding the unpacked "before" code and the run directories, or None to make one
+    here (a Ray task, maybe on another node)."""
+    if job["work"] is None:
+        with tempfile.TemporaryDirectory(prefix="rlcore-overhead-") as tmp:
+            return measure_pair({**job, "work": tmp})
+    algo, repeat, rev, work = job["algo"], job["repeat"], job["before_rev"], Path(job["work"])
+    before = unpack(rev, work)
+    started = time.perf_counter()
+    # Both sides at once, one core each: the same machine load for both.
+    jobs = {side: launch(side, source, algo, repeat, work) for side, source in (("before", before), ("after", ROOT))}
+    record: dict[str, object] = {"algo": algo, "repeat": repeat, "before_rev": rev, "command": CASES[algo] + COMMON}
+    for side, (process, run_dir) in jobs.items():
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            return {"error": f"{algo} ({side}) failed:\n{stderr[-2000:]}"}
+        summary = json.loads((run_dir / "summary.json").read_text())
+        record[side] = summary["steps_per_second_this_session"]
+        record[f"{side}_final_return"] = summary["final_return_mean"]
+    return {"path": job["path"], "record": record, "seconds": time.perf_counter() - started}
+
+
+def run_missing(repeats: int, rev: str, algos: list[str], executor: str = "process",
+                ray_address: str | None = None) -> None:
+    """The missing (algorithm, repeat) pairs, one after another in this process (``executor="process"``) or as Ray
+    tasks of 2 CPUs each."""
     RUNS.mkdir(parents=True, exist_ok=True)
+    jobs = [{"algo": algo, "repeat": repeat, "before_rev": rev, "work": None,
+             "path": str(RUNS / f"{algo}-{repeat}.json")}
+            for repeat in range(repeats) for algo in algos if not (RUNS / f"{algo}-{repeat}.json").exists()]
+
+    def save(done: dict) -> None:
+        if "error" in done:
+            raise SystemExit(done["error"])
+        record = done["record"]
+        save_result(Path(done["path"]), json.dumps(record, indent=2))
+        print(f"{record['algo']} #{record['repeat']}: before {record['before']:.1f} steps/s, after "
+              f"{record['after']:.1f} steps/s ({done['seconds']:.0f} s)", flush=True)
+
+    if executor == "ray":
+        run_grid(measure_pair, jobs, workers=0, executor=executor, ray_address=ray_address, on_result=save,
+                 cpus_per_job=2)
+        return
     with tempfile.TemporaryDirectory(prefix="rlcore-overhead-") as tmp:
-        work = Path(tmp)
-        before = unpack(rev, work)
-        for repeat in range(repeats):
-            for algo in algos:
-                path = RUNS / f"{algo}-{repeat}.json"
-                if path.exists():
-                    continue
-                started = time.perf_counter()
-                # Both sides at once, one core each: the same machine load for both.
-                jobs = {side: launch(side, source, algo, repeat, work)
-                        for side, source in (("before", before), ("after", ROOT))}
-                record: dict[str, object] = {"algo": algo, "repeat": repeat, "before_rev": rev,
-                                             "command": CASES[algo] + COMMON}
-                for side, (process, run_dir) in jobs.items():
-                    _, stderr = process.communicate()
-                    if process.returncode != 0:
-                        raise SystemExit(f"{algo} ({side}) failed:\n{stderr[-2000:]}")
-                    summary = json.loads((run_dir / "summary.json").read_text())
-                    record[side] = summary["steps_per_second_this_session"]
-                    record[f"{side}_final_return"] = summary["final_return_mean"]
-                tmp_path = path.with_suffix(".json.tmp")
-                tmp_path.write_text(json.dumps(record, indent=2))
-                tmp_path.replace(path)
-                print(f"{algo} #{repeat}: before {record['before']:.1f} steps/s, after {record['after']:.1f} "
-                      f"steps/s ({time.perf_counter() - started:.0f} s)", flush=True)
+        unpack(rev, Path(tmp))
+        run_grid(measure_pair, [{**job, "work": tmp} for job in jobs], workers=0, on_result=save)
 
 
 def summarise() -> None:
@@ -143,9 +169,10 @@ def main() -> None:
     parser.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' code")
     parser.add_argument("--algos", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--summarise-only", action="store_true")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     if not args.summarise_only:
-        run_missing(args.repeats, args.before, args.algos)
+        run_missing(args.repeats, args.before, args.algos, args.executor, args.ray_address)
     summarise()
 
 

@@ -15,7 +15,9 @@ Each (method, seed) is one run in its own process with one torch thread, at most
 once; its result goes to ``benchmarks/results/slate_runs/<method>_s<seed>.json`` and a run whose file exists
 is skipped, so an interrupted benchmark continues where it stopped. Evaluation: ``slate.evaluate`` with
 deterministic slates on ``--users`` held-out users (reset seed ``50_000 + seed``, never used in training).
-Spread over seeds is the sample standard deviation (``n − 1``) of the per-seed means.
+Spread over seeds is the sample standard deviation (``n − 1``) of the per-seed means. ``--executor ray`` runs
+each run's process as a Ray task instead (one CPU; ``--ray-address`` to join a cluster, whose nodes need this
+repository and environment at the same paths); the result files and failed runs' logs are written here.
 
     python benchmarks/slate.py                      # run what is missing, then write the report
     python benchmarks/slate.py --summarise-only
@@ -30,10 +32,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _grid import ONE_THREAD, Command, add_executor_arguments, run_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -171,6 +174,7 @@ def main() -> None:
     parser.add_argument("--summarise-only", action="store_true")
     parser.add_argument("--run", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--machine", default="2-core x86_64 CPU shared with other jobs, no GPU")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
 
@@ -190,26 +194,23 @@ def main() -> None:
     todo = [(m, s) for m, s in order if not (RUNS / f"{m}_s{s}.json").exists()]
     print(f"{len(order)} runs, {len(order) - len(todo)} done already, {len(todo)} to do", flush=True)
     if not args.summarise_only:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        running: list[tuple[subprocess.Popen, str, int]] = []
         failed = []
-        while todo or running:
-            while todo and len(running) < args.workers:
-                method, seed = todo.pop(0)
-                command = [sys.executable, __file__, "--run", method, str(seed), "--steps", str(args.steps),
-                           "--users", str(args.users)]
-                log = open(RUNS / f"{method}_s{seed}.log", "w")  # noqa: SIM115 (closed with the process)
-                running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), method, seed))
-            time.sleep(2)
-            for proc, method, seed in list(running):
-                if proc.poll() is not None:
-                    running.remove((proc, method, seed))
-                    status = "done" if proc.returncode == 0 else f"FAILED ({proc.returncode})"
-                    if proc.returncode != 0:
-                        failed.append((method, seed))
-                    else:  # the log only matters for a run that failed
-                        (RUNS / f"{method}_s{seed}.log").unlink(missing_ok=True)
-                    print(f"[{time.perf_counter() - started:6.0f}s] {method} seed {seed}: {status}", flush=True)
+        commands = {Command([sys.executable, __file__, "--run", method, str(seed), "--steps", str(args.steps),
+                             "--users", str(args.users)], result=RUNS / f"{method}_s{seed}.json",
+                            log=RUNS / f"{method}_s{seed}.log"): (method, seed) for method, seed in todo}
+
+        def done(command: Command, returncode: int) -> None:
+            method, seed = commands[command]
+            status = "done" if returncode == 0 else f"FAILED ({returncode})"
+            if returncode != 0:
+                failed.append((method, seed))
+            else:  # the log only matters for a run that failed
+                (RUNS / f"{method}_s{seed}.log").unlink(missing_ok=True)
+            print(f"[{time.perf_counter() - started:6.0f}s] {method} seed {seed}: {status}", flush=True)
+
+        run_commands(list(commands), workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                     env=ONE_THREAD, on_done=done)
+        todo = []  # every run was started (what tells the suite time below that something ran)
         if failed:
             raise SystemExit(f"runs failed: {failed}; see their logs in {RUNS}")
     runs = [json.loads((RUNS / f"{m}_s{s}.json").read_text()) for m, s in order if (RUNS / f"{m}_s{s}.json").exists()]

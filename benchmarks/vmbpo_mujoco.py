@@ -26,6 +26,10 @@ rlcore agents the mean of the updates' batch ``q_mean`` since the previous evalu
 Outputs ``benchmarks/results/vmbpo_mujoco.json``, ``vmbpo_mujoco.md`` and one PNG per environment
 (``vmbpo_mujoco_<env>.png``: evaluation return and mean Q against environment steps, and return against
 wall-clock time; mean over seeds with the min-max band).
+
+``--executor ray`` runs each (env, method, seed) as a Ray task (one CPU, a fresh worker process per run;
+``--ray-address`` to join a cluster), and ``--speed-check`` as one task (its two sides alternate in one process,
+so they stay on one node); the result files are written here as each run finishes.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
+
+from _grid import add_executor_arguments, run_grid, save_result
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("VMBPO_BENCH_RESULTS", ROOT / "results"))
@@ -180,6 +185,11 @@ def speed_check(env_id: str, steps: int, warmup: int, repeats: int) -> dict[str,
     median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
     return {"env": env_id, "steps": steps, "warmup": warmup, "repeats": repeats, "steps_per_second": rates,
             "median_steps_per_second": median, "ratio_rlcore_over_sb3": median["sac"] / median["sb3_sac"]}
+
+
+def _speed_check_job(job: dict[str, Any]) -> dict[str, Any]:
+    """:func:`speed_check` of one job (a module-level function of one argument, for :func:`_grid.run_grid`)."""
+    return speed_check(job["env"], job["steps"], job["warmup"], job["repeats"])
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -429,6 +439,7 @@ def main() -> None:
     parser.add_argument("--speed-check", type=int, default=0, metavar="STEPS",
                         help="instead of the benchmark, time rlcore SAC against SB3 SAC for STEPS steps on the "
                              "first --envs (3 repeats) and store the result for the report")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
@@ -443,7 +454,9 @@ def main() -> None:
     # One thread per process, also for the BLAS pools of the spawned workers.
     os.environ["OMP_NUM_THREADS"] = "1"
     if args.speed_check:
-        result = speed_check(args.envs[0], args.speed_check, args.warmup, repeats=3)
+        job = {"env": args.envs[0], "steps": args.speed_check, "warmup": args.warmup, "repeats": 3}
+        (result,) = run_grid(_speed_check_job, [job], workers=0, executor=args.executor,
+                             ray_address=args.ray_address)
         _write_atomic(RUNS / "speed_check.json", json.dumps(result, indent=1))
         print(json.dumps(result["median_steps_per_second"]), f"ratio {result['ratio_rlcore_over_sb3']:.2f}")
         return
@@ -465,12 +478,18 @@ def main() -> None:
         # within a seed the longest runs first, so that the workers finish together.
         jobs.sort(key=lambda j: (j["seed"], -j["steps"] * COST[j["method"]]))
         print(f"{len(jobs)} runs on {args.workers} workers", flush=True)
-        with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-            for record in pool.imap_unordered(_run_one, jobs):
-                last = record["curve"][-1]["return_mean"] if record["curve"] else math.nan
-                print(f"{record['env']} {record['method']} seed {record['seed']}: final return {last:.1f}, "
-                      f"{record['steps_per_second']:.1f} steps/s", flush=True)
-                report(args.workers, notes)  # after every run, so the report is current when stopped part-way
+
+        def done(record: dict[str, Any]) -> None:
+            # The worker wrote it already; a Ray task on another node wrote it there.
+            save_result(run_path(record["env"], record["method"], record["seed"], record["steps"]),
+                        json.dumps(record, indent=1))
+            last = record["curve"][-1]["return_mean"] if record["curve"] else math.nan
+            print(f"{record['env']} {record['method']} seed {record['seed']}: final return {last:.1f}, "
+                  f"{record['steps_per_second']:.1f} steps/s", flush=True)
+            report(args.workers, notes)  # after every run, so the report is current when stopped part-way
+
+        run_grid(_run_one, jobs, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                 on_result=done, fresh_process_per_job=True)
     report(args.workers, notes)
     print(f"wrote {RESULTS / 'vmbpo_mujoco.md'}")
 

@@ -95,11 +95,17 @@ class _Clock:
 
 
 NOT_STARTED = "not started: the batch's time limit was spent"
+LOST = "lost: the worker solving it died and its retries ran out"
 
 
 def not_started(job: tuple) -> MIPOutcome:
     """The outcome of a job that got no time (also what a pool's caller uses for a job it gave up on)."""
     return MIPOutcome(None, -math.inf, math.inf, True, 0.0, NOT_STARTED)
+
+
+def lost(job: tuple) -> MIPOutcome:
+    """The outcome of a job whose worker died on every try (Ray: a crashed worker or node)."""
+    return MIPOutcome(None, -math.inf, math.inf, False, 0.0, LOST)
 
 
 def solve_problem(job: tuple[MIPProblem, BackendOptions] | tuple[MIPProblem, BackendOptions, JobBudget | None]

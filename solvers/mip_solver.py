@@ -47,9 +47,11 @@ from solvers.capabilities import EXACT, SolverCapabilities
 from solvers.gradient_ascent import GradientAscentSolver
 from solvers.mip_backends import (
     BACKENDS,
+    LOST,
     SEPARATING,
     BackendOptions,
     JobBudget,
+    lost,
     not_started,
     solve_problem,
 )
@@ -95,7 +97,7 @@ class MIPSolver:
     workers: int | None = None
     """Worker processes for a batch (``None``: one per core; 1: solve in this process)."""
     executor: str = "process"
-    """``"process"`` (a local pool), ``"serial"`` or ``"ray"`` (needs ``pip install 'rlcore[ray]'``)."""
+    """``"process"`` (a local pool), ``"serial"`` or ``"ray"`` (needs ``pip install 'rlcore[distributed]'``)."""
     start_method: str = "forkserver"
     """How the worker processes start (``"forkserver"``, ``"spawn"`` or ``"fork"``)."""
     max_cut_rounds: int = 30
@@ -164,7 +166,7 @@ class MIPSolver:
         jobs = [(p, options, JobBudget(wall_deadline, rounds - i // schedule.concurrency))
                 for i, p in enumerate(problems)]
         outcomes = parallel.run(schedule, solve_problem, jobs, timeout=deadline.remaining() + _POOL_GRACE_S,
-                                on_timeout=not_started)
+                                on_timeout=not_started, on_failure=lost)
 
         # 5. assemble
         if inc_action is None:
@@ -173,12 +175,15 @@ class MIPSolver:
         actions, values, upper = inc_action.clone(), inc_value.clone(), certified
         limited = torch.zeros(batch, dtype=torch.bool)
         unreached = torch.zeros(batch, dtype=torch.bool)
+        lost_samples = torch.zeros(batch, dtype=torch.bool)
         for b, outcome in zip(todo, outcomes, strict=True):
             self._merge(b, outcome, net64, x64, aset, actions, values, upper, limited)
             unreached[b] = outcome.action is None and outcome.limit_reached
+            lost_samples[b] = outcome.message == LOST
         upper = torch.maximum(upper, values)
         status = self._status(values, upper, limited, gap)
         status[unreached] = SolveStatus.TIME_LIMIT  # no MIP answer in time: whatever the bound, a limit stopped it
+        status[lost_samples & (status == SolveStatus.TIME_LIMIT)] = SolveStatus.LOST
         return MaxQResult(actions.to(x.dtype), values.to(x.dtype), round_up(upper, x.dtype), status.to(x.device),
                           time.perf_counter() - start_time)
 
@@ -204,8 +209,9 @@ class MIPSolver:
     def _merge(b: int, outcome: MIPOutcome, net64: ReLUNet, x64: torch.Tensor, aset: ActionSet,
                actions: torch.Tensor, values: torch.Tensor, upper: torch.Tensor, limited: torch.Tensor) -> None:
         if outcome.action is not None:
-            candidate = aset.project(torch.as_tensor(outcome.action, dtype=torch.float64,
-                                                     device=x64.device).unsqueeze(0))
+            # A copy: an outcome from Ray's object store is a read-only array.
+            candidate = aset.project(torch.tensor(outcome.action, dtype=torch.float64,
+                                                  device=x64.device).unsqueeze(0))
             value = net64(x64[b:b + 1], candidate)[0]
             if value > values[b]:
                 actions[b], values[b] = candidate[0], value

@@ -3,7 +3,7 @@
 MIP solvers are sequential, so a batch of states is solved by one worker per core, each building its
 own models. Workers receive numpy-only jobs (:class:`~solvers.mip_model.MIPProblem`) and never touch
 torch, so the pool is cheap to feed. Pools are created once per (workers, start method) and reused.
-``executor="ray"`` runs the same function as Ray tasks (``pip install 'rlcore[ray]'``); Ray is
+``executor="ray"`` runs the same function as Ray tasks (``pip install 'rlcore[distributed]'``); Ray is
 initialised locally if no cluster is connected.
 
 No pool is started where none is needed (one job, one worker, ``executor="serial"``). Workers started
@@ -54,7 +54,7 @@ def check_executor(executor: str) -> None:
             import ray  # noqa: F401
         except ImportError as error:
             raise ValueError("executor='ray' needs Ray, which is not installed: install the optional extra "
-                             "with `pip install 'rlcore[ray]'` (or `pip install 'ray>=2.9'`).") from error
+                             "with `pip install 'rlcore[distributed]'` (or `pip install 'ray>=2.9'`).") from error
 
 
 @dataclass(frozen=True)
@@ -91,18 +91,26 @@ def plan(n_jobs: int, workers: int | None = None, executor: str = "process",
     return Plan("process", min(workers, n_jobs), workers, start_method)
 
 
+RAY_TASK_RETRIES = 2
+"""Times Ray runs a job again whose worker died (a crashed process, a lost node) before giving up on it."""
+
+
 def run(schedule: Plan, function: Callable[[Any], Any], jobs: Sequence[Any], timeout: float | None = None,
-        on_timeout: Callable[[Any], Any] | None = None) -> list[Any]:
+        on_timeout: Callable[[Any], Any] | None = None,
+        on_failure: Callable[[Any], Any] | None = None) -> list[Any]:
     """``[function(job) for job in jobs]``, in order, as ``schedule`` says.
 
     With ``timeout`` (seconds, for pools and Ray), jobs not finished by then are abandoned (cancelled
     if not started) and replaced by ``on_timeout(job)``; ``function`` is expected to stop on its own
     by then, so this only guards against pool start-up and queueing delays. Serial jobs always run.
+    On Ray, a job whose worker dies is retried :data:`RAY_TASK_RETRIES` times, then replaced by
+    ``on_failure(job)`` (without ``on_failure`` the error is raised). An exception raised by ``function``
+    itself is never retried or replaced: it is raised.
     """
     if schedule.executor == "serial":
         return [function(job) for job in jobs]
     if schedule.executor == "ray":
-        return _run_ray(function, jobs, timeout, on_timeout)
+        return _run_ray(function, jobs, timeout, on_timeout, on_failure)
     key = (schedule.pool_size, schedule.start_method)
     try:
         futures = [_pool(*key).submit(function, job) for job in jobs]
@@ -154,24 +162,33 @@ def shutdown_pools() -> None:
 
 
 def _run_ray(function: Callable[[Any], Any], jobs: Sequence[Any], timeout: float | None,
-             on_timeout: Callable[[Any], Any] | None) -> list[Any]:
+             on_timeout: Callable[[Any], Any] | None, on_failure: Callable[[Any], Any] | None) -> list[Any]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(function)
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    remote = ray.remote(max_retries=RAY_TASK_RETRIES, retry_exceptions=False)(function)
     refs = [remote.remote(job) for job in jobs]
-    if timeout is None or on_timeout is None or not refs:
-        return ray.get(refs)
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=max(timeout, 0.0))
-    finished = set(ready)
+    if not refs:
+        return []
+    finished = set(refs)
+    if timeout is not None and on_timeout is not None:
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=max(timeout, 0.0))
+        finished = set(ready)
     results = []
     for ref, job in zip(refs, jobs, strict=True):
-        if ref in finished:
-            results.append(ray.get(ref))
-        else:
+        if ref not in finished:
             ray.cancel(ref)
             results.append(on_timeout(job))
+            continue
+        try:
+            results.append(ray.get(ref))
+        except ray.exceptions.RayTaskError:
+            raise  # the job's own exception, not a lost worker
+        except ray.exceptions.RayError:
+            if on_failure is None:
+                raise
+            results.append(on_failure(job))
     return results
 
 

@@ -19,6 +19,10 @@ class SolveStatus(IntEnum):
     """Stopped by a time or node limit; the action is the best incumbent, the bound is still valid."""
     APPROXIMATE = 3
     """A heuristic answer with no optimality certificate (gradient ascent, CEM)."""
+    LOST = 4
+    """The worker solving this sample died (a crashed process, a lost Ray node) and its retries ran out: the
+    action is the incumbent (the warm start, e.g. the action function's action, where one was given) and the
+    bound is the relaxation's."""
 
 
 @dataclass

@@ -190,7 +190,7 @@ def test_ray_executor_names_the_extra_when_missing():
     try:
         import ray  # noqa: F401
     except ImportError:
-        with pytest.raises(ValueError, match=r"rlcore\[ray\]"):
+        with pytest.raises(ValueError, match=r"rlcore\[distributed\]"):
             solvers.make("scip", executor="ray")
     else:  # pragma: no cover - only where Ray is installed
         assert solvers.make("scip", executor="ray").executor == "ray"

@@ -47,6 +47,13 @@ class ActorCriticAgent:
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
+    def observe(self, obs: torch.Tensor) -> None:
+        """Update the running observation statistics with ``obs`` ``[N, obs_dim]``. ``explore`` calls it for the
+        observations it acts on; a distributed learner calls it for those its rollout actors acted on."""
+        if self.model.normalizer is not None:
+            self.model.normalizer.update(obs.to(self.device))
+
+    @torch.no_grad()
     def act(self, obs: torch.Tensor, step: int = 0, deterministic: bool = False) -> torch.Tensor:
         dist = self.model.dist(self.model.normalize(obs.to(self.device)))
         return dist.mode if deterministic else dist.sample(self.generator)

@@ -104,8 +104,7 @@ class PPOAgent(ActorCriticAgent):
         """Sample training actions; update the observation statistics first (they then stay fixed in the
         stored ``norm_obs``, so the update sees exactly what the policy acted on)."""
         obs = obs.to(self.device)
-        if self.model.normalizer is not None:
-            self.model.normalizer.update(obs)
+        self.observe(obs)
         norm_obs = self.model.normalize(obs)
         actions, log_prob = self.model.dist(norm_obs).sample_and_log_prob(self.generator)
         return actions, {"norm_obs": norm_obs, "log_prob": log_prob}

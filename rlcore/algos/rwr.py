@@ -91,8 +91,7 @@ class RWRAgent(ActorCriticAgent):
     def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sample training actions, updating the observation statistics first (as PPO does)."""
         obs = obs.to(self.device)
-        if self.model.normalizer is not None:
-            self.model.normalizer.update(obs)
+        self.observe(obs)
         norm_obs = self.model.normalize(obs)
         return self.model.dist(norm_obs).sample(self.generator), {"norm_obs": norm_obs}
 

@@ -24,7 +24,16 @@ from rlcore import envs
 from rlcore.envs.spaces import sample_actions
 from rlcore.envs.structured import obs_to
 from rlcore.loops.replay import ReplayBuffer, TransitionBatch
-from rlcore.loops.session import EnvSource, RunConfig, RunSession, TrainResult, crossed, make_env, run_session
+from rlcore.loops.session import (
+    EnvSource,
+    RunConfig,
+    RunSession,
+    TrainResult,
+    crossed,
+    distributed_env_factory,
+    make_env,
+    run_session,
+)
 
 __all__ = ["AgentFactory", "OffPolicyAgent", "RunConfig", "TrainConfig", "TrainResult", "make_env",
            "train_off_policy"]
@@ -76,7 +85,16 @@ def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory, e
     ``env`` / ``eval_env`` are environments or factories ``seed -> BatchedEnv`` (see
     :class:`~rlcore.loops.session.RunSession`); None builds them from ``config.env``.
     """
-    return run_session(algo, config, make_agent, _run, env, eval_env)
+    loop = _run
+    if config.distributed.workers > 0:  # collection on Ray rollout actors (rlcore.distributed)
+        from rlcore.distributed.loops import run_off_policy
+
+        factory = distributed_env_factory(env)
+
+        def loop(session: RunSession, config: Any, agent: Any) -> TrainResult:
+            return run_off_policy(session, config, agent, make_agent, factory)
+
+    return run_session(algo, config, make_agent, loop, env, eval_env)
 
 
 def _run(session: RunSession, config: TrainConfig, agent: OffPolicyAgent) -> TrainResult:

@@ -26,7 +26,14 @@ import torch
 from rlcore import envs
 from rlcore.envs.structured import obs_to
 from rlcore.loops.rollout_storage import Rollout, RolloutStorage, episode_statistics
-from rlcore.loops.session import EnvSource, RunConfig, RunSession, TrainResult, run_session
+from rlcore.loops.session import (
+    EnvSource,
+    RunConfig,
+    RunSession,
+    TrainResult,
+    distributed_env_factory,
+    run_session,
+)
 
 
 @dataclass
@@ -71,7 +78,16 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory,
     :class:`~rlcore.loops.session.RunSession`); None builds them from ``config.env``. ``update`` receives
     ``progress`` in [0, 1), the fraction of ``total_steps`` done before the rollout (for learning-rate annealing).
     """
-    return run_session(algo, config, make_agent, _run, env, eval_env)
+    loop = _run
+    if config.distributed.workers > 0:  # collection on Ray rollout actors (rlcore.distributed)
+        from rlcore.distributed.loops import run_on_policy
+
+        factory = distributed_env_factory(env)
+
+        def loop(session: RunSession, config: Any, agent: Any) -> TrainResult:
+            return run_on_policy(session, config, agent, make_agent, factory)
+
+    return run_session(algo, config, make_agent, loop, env, eval_env)
 
 
 def _run(session: RunSession, config: OnPolicyConfig, agent: OnPolicyAgent) -> TrainResult:

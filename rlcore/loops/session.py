@@ -27,6 +27,7 @@ import tyro
 from tqdm.auto import tqdm
 
 from rlcore import envs
+from rlcore.distributed.config import DistributedConfig, check_resumable
 from rlcore.loops.checkpoint import (
     CHECKPOINT,
     global_rng_state,
@@ -121,6 +122,8 @@ class RunConfig:
     """Continue the run in this directory from its last checkpoint (run_dir is then ignored)."""
     progress: bool = True
     """Show a progress bar."""
+    distributed: Annotated[DistributedConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=DistributedConfig)
+    """Rollout actors on Ray (``--workers N``; see :mod:`rlcore.distributed`); by default none."""
 
     def __post_init__(self) -> None:
         if isinstance(self.env, str):
@@ -135,6 +138,7 @@ class RunConfig:
             raise ValueError(f"env must be an EnvConfig or an environment id, got {type(self.env).__name__}; pass "
                              "environment objects to train(config, env=...) instead.")
         self.env.validate()
+        self.distributed.validate()
 
 
 @dataclass
@@ -343,13 +347,25 @@ class RunSession:
         self.eval_env.close()
 
 
+def distributed_env_factory(env: EnvSource | None) -> EnvFactory | None:
+    """What each rollout actor builds its environments from: None (``config.env``) or the factory given."""
+    if env is None or (callable(env) and not is_env(env)):
+        return env
+    raise ValueError("a distributed run (distributed.workers > 0) builds its environments in each rollout actor: "
+                     "pass env as a factory seed -> BatchedEnv (picklable, e.g. functools.partial(rlcore.envs.make, "
+                     "...)) or set config.env, not an environment object.")
+
+
 def run_session(algo: str, config: RunConfig, make_agent: Callable[[Any, envs.BatchedEnv], Any],
                 loop: Callable[[RunSession, Any, Any], TrainResult], env: EnvSource | None = None,
                 eval_env: EnvSource | None = None) -> TrainResult:
     """What both loops do around their own ``loop(session, config, agent)``: open the session, make the agent
     (a failure leaves nothing on disk), and run the loop with the value checks of the objectives off."""
+    if config.distributed.workers > 0:
+        distributed_env_factory(env)  # refuse an environment object before anything is built
     session = RunSession(algo, config, env, eval_env)
     try:
+        check_resumable(session.checkpoint, config.distributed.workers)
         agent = make_agent(config, session.env)
     except Exception:
         session.close()

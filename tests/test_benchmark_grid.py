@@ -1,0 +1,128 @@
+"""benchmarks/_grid.py: a benchmark's grid runs the same in local processes and as Ray tasks.
+
+Every script in benchmarks/ takes ``--executor {process,ray}`` and ``--ray-address``; the helpers call a function
+on each job (``run_grid``) or run a child process per job (``run_commands``), and hand each result to the driver
+as the job finishes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the scripts import their helpers as top-level modules, so does this test
+
+import _grid  # noqa: E402
+
+SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.fixture(scope="module")
+def help_runs():
+    """Every script's ``--help``, all at once, started by the first test so that they run beside the others."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    processes = {script.name: subprocess.Popen([sys.executable, str(script), "--help"], stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True, env=env)
+                 for script in SCRIPTS}
+    yield processes
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.usefixtures("help_runs")
+def test_run_grid_in_local_processes_and_in_this_process():
+    jobs = list(range(7))
+    seen: list[int] = []
+    results = _grid.run_grid(_grid.square, jobs, workers=2, on_result=seen.append)
+    assert sorted(results) == [x * x for x in jobs]
+    assert sorted(seen) == sorted(results)  # once per job, in the driver
+    assert _grid.run_grid(_grid.square, jobs, workers=0) == [x * x for x in jobs]  # in order, here
+    assert _grid.run_grid(_grid.square, [], workers=2) == []
+
+
+def test_run_grid_as_ray_tasks_gives_the_process_results(ray_session):
+    jobs = list(range(7))
+    seen: list[int] = []
+    results = _grid.run_grid(_grid.square, jobs, workers=1, executor="ray", on_result=seen.append)
+    assert sorted(results) == sorted(_grid.run_grid(_grid.square, jobs, workers=0))
+    assert sorted(seen) == sorted(results) and len(seen) == len(jobs)
+    assert ray_session.is_initialized()  # a Ray that the caller started is left running
+    # A job that asks for more CPUs than any node has would never start: it gets the largest node's.
+    with pytest.warns(UserWarning, match="largest Ray node has 2"):
+        assert _grid.run_grid(_grid.square, [3], workers=0, executor="ray", cpus_per_job=8) == [9]
+
+
+WRITE = "import pathlib, sys; print('writing'); pathlib.Path(sys.argv[1]).write_text(sys.argv[2])"
+FAIL = "import sys; print('boom'); sys.exit(3)"
+
+
+@pytest.mark.parametrize("executor", ["process", "ray"])
+def test_run_commands(executor, tmp_path, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_session")
+    ok = _grid.Command([sys.executable, "-c", WRITE, str(tmp_path / "out.json"), '{"x": 1}'],
+                       result=tmp_path / "out.json", log=tmp_path / "ok.log")
+    bad = _grid.Command([sys.executable, "-c", FAIL], result=tmp_path / "never.json", log=tmp_path / "bad.log")
+    seen: dict[str, int] = {}
+    done = _grid.run_commands([ok, bad], workers=2, executor=executor, poll_seconds=0.1,
+                              on_done=lambda command, code: seen.__setitem__(command.log.stem, code))
+    assert seen == {"ok": 0, "bad": 3}
+    assert sorted(code for _, code in done) == [0, 3]
+    assert (tmp_path / "out.json").read_text() == '{"x": 1}'
+    assert not (tmp_path / "never.json").exists()
+    assert (tmp_path / "ok.log").read_text().strip() == "writing"
+    assert (tmp_path / "bad.log").read_text().strip() == "boom"
+
+
+def test_save_result_writes_atomically_and_only_when_new(tmp_path):
+    path = tmp_path / "runs" / "a.json"
+    _grid.save_result(path, "1")
+    assert path.read_text() == "1" and not (tmp_path / "runs" / "a.json.tmp").exists()
+    before = path.stat().st_mtime_ns
+    _grid.save_result(path, "1")  # a task on this machine wrote it already
+    assert path.stat().st_mtime_ns == before
+    _grid.save_result(path, "2")
+    assert path.read_text() == "2"
+
+
+def test_executor_arguments(monkeypatch, capsys):
+    parser = argparse.ArgumentParser()
+    _grid.add_executor_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.executor, args.ray_address) == ("process", None)
+    args = parser.parse_args(["--executor", "process", "--ray-address", "auto"])
+    assert (args.executor, args.ray_address) == ("process", "auto")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--executor", "dask"])
+    # Without Ray, asking for it is a usage error that names the fix.
+    real_find_spec = _grid.importlib.util.find_spec
+    monkeypatch.setattr(_grid.importlib.util, "find_spec", lambda name: None if name == "ray" else real_find_spec(name))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--executor", "ray"])
+    assert "pip install 'rlcore[distributed]'" in capsys.readouterr().err
+    with pytest.raises(ModuleNotFoundError, match=r"rlcore\[distributed\]"):
+        _grid.run_grid(_grid.square, [1], workers=0, executor="ray")
+
+
+def test_every_benchmark_script_takes_the_executor_options(help_runs):
+    assert len(help_runs) >= 13
+    for name, process in help_runs.items():
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, f"{name} --help failed:\n{output[-2000:]}"
+        assert "--executor" in output and "--ray-address" in output, f"{name} --help lacks the executor options"
