@@ -95,7 +95,8 @@ class MIPSolver:
     skip_certified: bool = True
     """Skip the MIP where the bound of step 2 already certifies the incumbent within the gap."""
     workers: int | None = None
-    """Worker processes for a batch (``None``: one per core; 1: solve in this process)."""
+    """Worker processes for a batch (``None``: one per core; 1: solve in this process). With ``executor="ray"``:
+    Ray tasks at once, each reserving 1/workers of the cluster's CPUs (``None``: one per CPU of the cluster)."""
     executor: str = "process"
     """``"process"`` (a local pool), ``"serial"`` or ``"ray"`` (needs ``pip install 'rlcore[distributed]'``)."""
     start_method: str = "forkserver"

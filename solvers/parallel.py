@@ -73,6 +73,8 @@ def plan(n_jobs: int, workers: int | None = None, executor: str = "process",
          start_method: str = "forkserver") -> Plan:
     """Choose how to run ``n_jobs`` jobs (see the module docstring); warns once if it must fall back."""
     check_executor(executor)
+    if executor == "ray" and workers is None:
+        workers = ray_cpus()  # one job per CPU of the cluster
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1 (or None for one per core), got {workers}.")
@@ -110,7 +112,7 @@ def run(schedule: Plan, function: Callable[[Any], Any], jobs: Sequence[Any], tim
     if schedule.executor == "serial":
         return [function(job) for job in jobs]
     if schedule.executor == "ray":
-        return _run_ray(function, jobs, timeout, on_timeout, on_failure)
+        return _run_ray(function, jobs, schedule.pool_size, timeout, on_timeout, on_failure)
     key = (schedule.pool_size, schedule.start_method)
     try:
         futures = [_pool(*key).submit(function, job) for job in jobs]
@@ -161,13 +163,28 @@ def shutdown_pools() -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_ray(function: Callable[[Any], Any], jobs: Sequence[Any], timeout: float | None,
-             on_timeout: Callable[[Any], Any] | None, on_failure: Callable[[Any], Any] | None) -> list[Any]:
+def ray_cpus() -> int:
+    """The CPUs of the Ray cluster this process is connected to (Ray is started here if it is not)."""
     import ray
 
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
-    remote = ray.remote(max_retries=RAY_TASK_RETRIES, retry_exceptions=False)(function)
+    return max(int(ray.cluster_resources().get("CPU", 1)), 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _remote(function: Callable[[Any], Any], num_cpus: float) -> Any:
+    import ray
+
+    return ray.remote(num_cpus=num_cpus, max_retries=RAY_TASK_RETRIES, retry_exceptions=False)(function)
+
+
+def _run_ray(function: Callable[[Any], Any], jobs: Sequence[Any], workers: int, timeout: float | None,
+             on_timeout: Callable[[Any], Any] | None, on_failure: Callable[[Any], Any] | None) -> list[Any]:
+    import ray
+
+    # Each task reserves 1/workers of the cluster's CPUs, so that at most `workers` jobs run at once.
+    remote = _remote(function, ray_cpus() / workers)
     refs = [remote.remote(job) for job in jobs]
     if not refs:
         return []

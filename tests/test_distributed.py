@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import random
@@ -74,8 +73,7 @@ def test_on_policy_run_collects_on_actors(tmp_path):
     ppo = algos.get("ppo")
     config = ppo.config_cls(**ppo.smoke, run_dir=str(tmp_path / "ppo"), progress=False,
                             distributed=DistributedConfig(workers=2))
-    factory = functools.partial(envs.make, "Pendulum-v1", num_envs=1)
-    result = ppo.train(config, env=lambda seed: factory())
+    result = ppo.train(config, env=lambda seed: envs.make("Pendulum-v1", seed=seed))
     summary = json.loads((tmp_path / "ppo" / "summary.json").read_text())
     # Two actors with num_steps steps each per rollout: steps are counted over both.
     assert summary["transitions_per_worker"] == [summary["steps"] // 2] * 2

@@ -15,8 +15,9 @@ import pytest
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 PAGES = sorted(p for p in DOCS.rglob("*.md") if BLOCK.search(p.read_text()))
-# Pages that train for minutes (CAQL for 6k steps and bnb with the filter; the dialogue managers and MoE-LM).
-SLOW_PAGES = {"tutorials/caql-constrained.md", "tutorials/dialogue.md"}
+# Pages that train for minutes (CAQL for 6k steps and bnb with the filter; the dialogue managers and MoE-LM), or
+# start a Ray cluster and its actors.
+SLOW_PAGES = {"tutorials/caql-constrained.md", "tutorials/dialogue.md", "tutorials/distributed.md"}
 
 
 def page_code(page: Path) -> str:

@@ -352,8 +352,8 @@ def distributed_env_factory(env: EnvSource | None) -> EnvFactory | None:
     if env is None or (callable(env) and not is_env(env)):
         return env
     raise ValueError("a distributed run (distributed.workers > 0) builds its environments in each rollout actor: "
-                     "pass env as a factory seed -> BatchedEnv (picklable, e.g. functools.partial(rlcore.envs.make, "
-                     "...)) or set config.env, not an environment object.")
+                     "pass env as a factory seed -> BatchedEnv (e.g. lambda seed: rlcore.envs.make('Hopper-v5', "
+                     "seed=seed)) or set config.env, not an environment object.")
 
 
 def run_session(algo: str, config: RunConfig, make_agent: Callable[[Any, envs.BatchedEnv], Any],
