@@ -96,7 +96,7 @@ def env_steps(args: argparse.Namespace) -> dict[str, Any]:
         probe = sac.make_agent(config, envs.make(args.env, num_envs=1))
         from rlcore.distributed import policy_weights
 
-        pool.push(policy_weights(probe.state_dict()))
+        pool.push(policy_weights(probe))
         for index in range(workers):  # the first batch pays for the actors' start
             pool.request(index, 10**6, 1)
         for index in range(workers):
@@ -128,7 +128,7 @@ def ray_overhead(args: argparse.Namespace) -> dict[str, Any]:
     pool = RolloutPool(sac.make_agent, config, name="scaling-overhead")
     env = envs.make(args.env, num_envs=1)
     agent = sac.make_agent(config, env)
-    pool.push(policy_weights(agent.state_dict()))
+    pool.push(policy_weights(agent))
     pool.request(0, 10**6, 1)
     pool.receive(0)
     repeats = 200

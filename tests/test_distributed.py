@@ -59,6 +59,24 @@ def test_one_lockstep_worker_ends_where_the_local_loop_ends(tmp_path):
     assert summary["workers"] == 1 and summary["transitions_per_worker"] == [summary["steps"]]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["caql", "mbpo", "vmbpo"])
+def test_every_off_policy_algorithm_in_lockstep_ends_where_its_local_loop_ends(tmp_path, name):
+    algorithm = algos.get(name)
+
+    def config(run_dir: Path, **distributed):
+        return algorithm.config_cls(**algorithm.smoke, run_dir=str(run_dir), progress=False,
+                                    distributed=DistributedConfig(**distributed))
+
+    local = algorithm.train(config(tmp_path / "local"))
+    remote = algorithm.train(config(tmp_path / "remote", workers=1, batch_steps=1, pipeline=False))
+    # The acting parts are sent to the actor; everything else the learner computes as the local loop does.
+    from rlcore.distributed.actor import without_rng
+
+    assert states_equal(without_rng(local.agent.state_dict()), without_rng(remote.agent.state_dict()))
+    assert [e["returns"] for e in local.evaluations] == [e["returns"] for e in remote.evaluations]
+
+
 def test_a_distributed_run_needs_an_environment_factory(tmp_path):
     env = envs.make("Pendulum-v1", num_envs=1)
     with pytest.raises(ValueError, match="factory seed -> BatchedEnv"):

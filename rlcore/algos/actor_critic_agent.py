@@ -19,6 +19,9 @@ class ActorCriticAgent:
 
     name = "on-policy"
 
+    acting_state_keys = ("model",)
+    """The parts of :meth:`state_dict` that acting reads (what a distributed learner sends its rollout actors)."""
+
     def __init__(self, config: Any, obs_dim: int, action_set: ActionSet | None,
                  device: str | torch.device = "cpu", action_space: gym.Space | None = None) -> None:
         self.config = config

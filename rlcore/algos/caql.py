@@ -149,6 +149,9 @@ class MaxQStep:
 class CAQLAgent:
     """Networks, optimisers and the update of CAQL; acting with the action function plus Gaussian noise."""
 
+    acting_state_keys = ("q", "actor")
+    """The parts of :meth:`state_dict` that acting reads (what a distributed learner sends its rollout actors)."""
+
     def __init__(self, config: CAQLConfig, obs_dim: int, action_set: solvers.ActionSet,
                  device: str | torch.device = "cpu") -> None:
         self.config = config

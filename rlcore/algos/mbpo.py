@@ -104,6 +104,9 @@ class MBPOConfig(ModelSettings, SACConfig):
 class MBPOAgent:
     """A SAC agent, the online dynamics ensemble, the model buffer and the branched rollouts."""
 
+    acting_state_keys = ("sac",)
+    """The parts of :meth:`state_dict` that acting reads (what a distributed learner sends its rollout actors)."""
+
     def __init__(self, config: MBPOConfig, obs_dim: int, action_set: solvers.ActionSet,
                  device: str | torch.device = "cpu", env_id: str | None = None) -> None:
         """``env_id`` picks the known termination function and MBPO's schedule (default: ``config.env.id``)."""

@@ -89,6 +89,9 @@ class SACConfig(TrainConfig):
 class SACAgent:
     """Networks, optimisers and the update of SAC."""
 
+    acting_state_keys = ("actor",)
+    """The parts of :meth:`state_dict` that acting reads (what a distributed learner sends its rollout actors)."""
+
     def __init__(self, config: SACConfig, obs_dim: int, action_set: solvers.ActionSet,
                  device: str | torch.device = "cpu") -> None:
         self.config = config

@@ -189,6 +189,9 @@ class VMBPOConfig(ModelSettings, SACConfig):
 class VMBPOAgent:
     """Expected critics, the bonus network, variational and baseline policies, the dynamics and the EM updates."""
 
+    acting_state_keys = ("q_policy",)
+    """The parts of :meth:`state_dict` that acting reads (what a distributed learner sends its rollout actors)."""
+
     def __init__(self, config: VMBPOConfig, obs_dim: int, action_set: solvers.ActionSet,
                  device: str | torch.device = "cpu", env_id: str | None = None) -> None:
         """``env_id`` picks the known termination function of the task (default: ``config.env.id``)."""

@@ -31,10 +31,40 @@ def is_rng_state(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
 
 
-def policy_weights(agent_state: dict[str, Any]) -> dict[str, Any]:
-    """What the learner sends its actors: the agent's state without its generators (the actors keep their own
-    streams, so that exploration noise is not replayed from the learner's)."""
-    return {key: value for key, value in agent_state.items() if not is_rng_state(value)}
+def without_rng(state: Any) -> Any:
+    """``state`` (nested dicts) without its generator states."""
+    if isinstance(state, dict):
+        return {k: without_rng(v) for k, v in state.items() if not is_rng_state(v)}
+    return state
+
+
+def rng_states(state: Any) -> dict[str, Any]:
+    """Only the generator states of ``state`` (nested dicts), at their places."""
+    found = {}
+    for key, value in state.items() if isinstance(state, dict) else ():
+        if is_rng_state(value):
+            found[key] = value.clone()
+        elif isinstance(value, dict) and (inner := rng_states(value)):
+            found[key] = inner
+    return found
+
+
+def merged(base: Any, update: Any) -> Any:
+    """``base`` with the entries of ``update`` put in (recursively for nested dicts)."""
+    if not (isinstance(base, dict) and isinstance(update, dict)):
+        return update
+    return {**base, **{k: merged(base[k], v) if k in base else v for k, v in update.items()}}
+
+
+def policy_weights(agent: Any) -> dict[str, Any]:
+    """What the learner sends its actors: the parts of its state that acting reads (``agent.acting_state_keys``
+    where the agent names them, else all of it), without generator states (the actors keep their own streams, so
+    that exploration noise is not replayed from the learner's)."""
+    state = agent.state_dict()
+    keys = getattr(agent, "acting_state_keys", None)
+    if keys is not None:
+        state = {k: state[k] for k in keys}
+    return without_rng(state)
 
 
 def _stack(values: list[Any]) -> Any:
@@ -84,11 +114,10 @@ class RolloutActor:
     def state(self) -> dict[str, Any]:
         """Everything that decides the next batch, apart from the policy weights (the learner holds those, by
         version): picklable and on the CPU."""
-        agent_state = self.agent.state_dict()
         return _cpu({"seq": self.seq, "version": self.version, "env": self.env.state_dict(), "obs": self.obs,
                      "episode_return": self.episode_return, "episode_length": self.episode_length,
                      "explore_generator": self.explore_generator.get_state(),
-                     "agent_rng": {k: v for k, v in agent_state.items() if is_rng_state(v)}})
+                     "agent_rng": rng_states(self.agent.state_dict())})
 
     def restore(self, state: dict[str, Any] | None, weights: dict[str, Any] | None) -> int:
         """Go back to ``state`` (None: the state at construction) acting with ``weights``; returns ``state``'s seq."""
@@ -106,9 +135,10 @@ class RolloutActor:
         return self.seq
 
     def _load_weights(self, weights: dict[str, Any], rng: dict[str, Any] | None = None) -> None:
+        """Act with ``weights`` from now on, keeping this actor's own generators (or ``rng``'s, on a restore)."""
         own = self.agent.state_dict()
-        rng = rng if rng is not None else {k: v for k, v in own.items() if is_rng_state(v)}
-        self.agent.load_state_dict({**weights, **{k: v.clone() for k, v in rng.items()}})
+        rng = rng if rng is not None else rng_states(own)
+        self.agent.load_state_dict(merged(merged(own, weights), rng))
 
     # ------------------------------------------------------------------ collecting
     def collect(self, request: dict[str, Any], weights: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -20,7 +20,8 @@ class DistributedConfig:
     """Environment steps (per environment) an actor collects per batch it sends (off-policy; on-policy actors
     send whole rollouts of num_steps)."""
     sync_interval: int = 1
-    """Off-policy: send the learner's weights to the actors every this many batches received (1: every batch)."""
+    """Off-policy: send the learner's weights to the actors once it has made this many updates since it last sent
+    them (checked at every batch it receives; 1: whenever it has learned anything)."""
     pipeline: bool = True
     """Off-policy: ask an actor for its next batch before learning from the one it sent, so that collection and
     learning overlap (the actor then acts with weights one batch older). Off: strictly alternate."""

@@ -3,8 +3,8 @@
 Off-policy (CAQL, SAC, MBPO, VMBPO): the learner takes the actors' batches in a fixed round-robin order and
 replays each one step by step into the replay buffer, with the updates, logging and evaluation the local loop
 does after every environment step, then sends the actor its next request (before learning from the batch when
-``pipeline`` is on). Weights go out every ``sync_interval`` batches. The fixed order makes a run deterministic
-for a given seed and number of workers; with one worker, ``batch_steps=1``, ``sync_interval=1`` and
+``pipeline`` is on). Weights go out with the first request after ``sync_interval`` updates. The fixed order makes
+a run deterministic for a given seed and number of workers; with one worker, ``batch_steps=1``, ``sync_interval=1`` and
 ``pipeline=False`` the learner ends bit for bit where the local loop ends (the actor acts on the weights the local
 loop would act on, with the same generator streams).
 
@@ -48,7 +48,7 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
     settings = config.distributed
     env = session.env
     replay = ReplayBuffer(config.buffer_size, config.device, seed=config.seed)
-    update_credit, updates_done, batches = 0.0, 0, 0
+    update_credit, updates_done, batches, pushed_updates = 0.0, 0, 0, 0
     q_sum, q_count = torch.zeros((), dtype=torch.float64, device=config.device), 0
     checkpoint = session.start(agent)
     logger = session.logger
@@ -58,15 +58,17 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
             replay.load_state_dict(checkpoint["replay"])
             loop = checkpoint["loop"]
             update_credit, updates_done, batches = loop["update_credit"], loop["updates_done"], loop["batches"]
+            pushed_updates = loop["pushed_updates"]
             q_sum, q_count = loop["q_sum"].to(config.device), loop["q_count"]
             pool.load_state_dict(checkpoint["pool"])
         else:
-            pool.push(policy_weights(agent.state_dict()))
+            pool.push(policy_weights(agent))
         logger.layout_q_against_return()
 
         def loop_state() -> dict[str, Any]:
             return {"replay": replay.state_dict(), "pool": pool.state_dict(), "loop": {
                 "update_credit": update_credit, "updates_done": updates_done, "batches": batches,
+                "pushed_updates": pushed_updates,
                 "q_sum": q_sum, "q_count": q_count}}
 
         def critic_summary() -> dict[str, float]:
@@ -74,6 +76,12 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
             summary = {"q_mean": float(q_sum) / q_count} if q_count else {}
             q_sum, q_count = torch.zeros_like(q_sum), 0
             return summary
+
+        def push_if_due() -> None:
+            nonlocal pushed_updates
+            if updates_done - pushed_updates >= settings.sync_interval:
+                pool.push(policy_weights(agent))
+                pushed_updates = updates_done
 
         per_batch = settings.batch_steps * config.num_envs
         # Requests already out (sent again by load_state_dict on resume) count as steps in flight.
@@ -91,8 +99,8 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
             waiting += time.perf_counter() - started
             in_flight -= per_batch
             batches += 1
-            if batches % settings.sync_interval == 0:
-                pool.push(policy_weights(agent.state_dict()))
+            if settings.pipeline:
+                push_if_due()
             if settings.pipeline and session.step + per_batch + in_flight < config.total_steps:
                 pool.request(index, session.step + per_batch + in_flight, settings.batch_steps)
                 in_flight += per_batch
@@ -107,6 +115,8 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
                                           **{k: v.to(env.device) for k, v in _prefixed(data, "metric/", t).items()}},
                                          done)
                 new_step = step + config.num_envs
+                if hasattr(agent, "env_step") and step >= config.random_steps:
+                    agent.env_step = step  # the clock that agent.act(obs, step) keeps in a local run
                 if new_step >= config.learning_starts:
                     update_credit += config.updates_per_step * config.num_envs
                     while update_credit >= 1:
@@ -124,8 +134,8 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
                                   (new_step - last_log_step) / max(now - last_log_time, 1e-9), new_step)
                     last_log_time, last_log_step = now, new_step
                 step = new_step
-            if batches % settings.sync_interval == 0 and not settings.pipeline:
-                pool.push(policy_weights(agent.state_dict()))
+            if not settings.pipeline:
+                push_if_due()
             if not settings.pipeline and step + in_flight < config.total_steps:
                 pool.request(index, step + in_flight, settings.batch_steps)
                 in_flight += per_batch
@@ -158,7 +168,7 @@ def run_on_policy(session: RunSession, config: Any, agent: Any, make_agent: Any,
         waiting = 0.0
         while not session.finished:
             started = time.perf_counter()
-            pool.push(policy_weights(agent.state_dict()))
+            pool.push(policy_weights(agent))
             for index in range(workers):
                 pool.request(index, session.step, config.num_steps)
             datas = [pool.receive(index)["data"] for index in range(workers)]
