@@ -25,9 +25,10 @@ import torch
 from rlcore.distributed.actor import policy_weights
 from rlcore.distributed.pool import RolloutPool
 from rlcore.envs.structured import obs_to
+from rlcore.loops.off_policy import UpdateSchedule
 from rlcore.loops.replay import ReplayBuffer
 from rlcore.loops.rollout_storage import RolloutStorage, episode_statistics
-from rlcore.loops.session import RunSession, TrainResult, crossed
+from rlcore.loops.session import RunSession, TrainResult
 
 
 def _row(value: Any, t: int) -> Any:
@@ -48,18 +49,17 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
     settings = config.distributed
     env = session.env
     replay = ReplayBuffer(config.buffer_size, config.device, seed=config.seed)
-    update_credit, updates_done, batches, pushed_updates = 0.0, 0, 0, 0
-    q_sum, q_count = torch.zeros((), dtype=torch.float64, device=config.device), 0
+    batches, pushed_updates = 0, 0
     checkpoint = session.start(agent)
     logger = session.logger
+    schedule = UpdateSchedule(config, session.step)
     pool = RolloutPool(make_agent, config, env_factory, on_policy=False)
     try:
         if checkpoint is not None:
             replay.load_state_dict(checkpoint["replay"])
             loop = checkpoint["loop"]
-            update_credit, updates_done, batches = loop["update_credit"], loop["updates_done"], loop["batches"]
-            pushed_updates = loop["pushed_updates"]
-            q_sum, q_count = loop["q_sum"].to(config.device), loop["q_count"]
+            schedule.load_state_dict(loop)
+            batches, pushed_updates = loop["batches"], loop["pushed_updates"]
             pool.load_state_dict(checkpoint["pool"])
         else:
             pool.push(policy_weights(agent))
@@ -67,21 +67,13 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
 
         def loop_state() -> dict[str, Any]:
             return {"replay": replay.state_dict(), "pool": pool.state_dict(), "loop": {
-                "update_credit": update_credit, "updates_done": updates_done, "batches": batches,
-                "pushed_updates": pushed_updates,
-                "q_sum": q_sum, "q_count": q_count}}
-
-        def critic_summary() -> dict[str, float]:
-            nonlocal q_sum, q_count
-            summary = {"q_mean": float(q_sum) / q_count} if q_count else {}
-            q_sum, q_count = torch.zeros_like(q_sum), 0
-            return summary
+                **schedule.state_dict(), "batches": batches, "pushed_updates": pushed_updates}}
 
         def push_if_due() -> None:
             nonlocal pushed_updates
-            if updates_done - pushed_updates >= settings.sync_interval:
+            if schedule.updates_done - pushed_updates >= settings.sync_interval:
                 pool.push(policy_weights(agent))
-                pushed_updates = updates_done
+                pushed_updates = schedule.updates_done
 
         per_batch = settings.batch_steps * config.num_envs
         # Requests already out (sent again by load_state_dict on resume) count as steps in flight.
@@ -91,7 +83,6 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
                 pool.request(index, session.step + in_flight, settings.batch_steps)
                 in_flight += per_batch
         waiting = 0.0
-        last_log_time, last_log_step = time.perf_counter(), session.step
         while not session.finished:
             started = time.perf_counter()
             index = batches % pool.workers  # a fixed round-robin: the run does not depend on which actor is faster
@@ -101,12 +92,12 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
             batches += 1
             if settings.pipeline:
                 push_if_due()
-            if settings.pipeline and session.step + per_batch + in_flight < config.total_steps:
-                pool.request(index, session.step + per_batch + in_flight, settings.batch_steps)
-                in_flight += per_batch
+                if session.step + per_batch + in_flight < config.total_steps:
+                    pool.request(index, session.step + per_batch + in_flight, settings.batch_steps)
+                    in_flight += per_batch
             data = batch["data"]
             step = session.step
-            for t in range(settings.batch_steps):
+            for t in range(settings.batch_steps):  # the batch, step by step, as the local loop would have seen it
                 replay.add(_row(data["obs"], t), data["actions"][t], data["reward"][t], _row(data["final_obs"], t),
                            data["terminated"][t])
                 done = (data["terminated"][t] | data["truncated"][t]).to(env.device)
@@ -114,32 +105,17 @@ def run_off_policy(session: RunSession, config: Any, agent: Any, make_agent: Any
                                           "episode_length": data["episode_length"][t].to(env.device),
                                           **{k: v.to(env.device) for k, v in _prefixed(data, "metric/", t).items()}},
                                          done)
-                new_step = step + config.num_envs
                 if hasattr(agent, "env_step") and step >= config.random_steps:
                     agent.env_step = step  # the clock that agent.act(obs, step) keeps in a local run
-                if new_step >= config.learning_starts:
-                    update_credit += config.updates_per_step * config.num_envs
-                    while update_credit >= 1:
-                        metrics = agent.update(replay.sample(config.batch_size))
-                        logger.accumulate(metrics)
-                        if "q_mean" in metrics:
-                            q_sum = q_sum + metrics["q_mean"].detach().to(q_sum.dtype)
-                            q_count += 1
-                        update_credit -= 1
-                        updates_done += 1
-                if crossed(step, new_step, config.log_interval):
-                    now = time.perf_counter()
-                    logger.flush(new_step)
-                    logger.scalar("train/steps_per_second",
-                                  (new_step - last_log_step) / max(now - last_log_time, 1e-9), new_step)
-                    last_log_time, last_log_step = now, new_step
+                new_step = step + config.num_envs
+                schedule.after_step(agent, replay, logger, step, new_step, config.num_envs)
                 step = new_step
             if not settings.pipeline:
                 push_if_due()
-            if not settings.pipeline and step + in_flight < config.total_steps:
-                pool.request(index, step + in_flight, settings.batch_steps)
-                in_flight += per_batch
-            session.advance(step, agent, loop_state, critic_summary)
+                if step + in_flight < config.total_steps:
+                    pool.request(index, step + in_flight, settings.batch_steps)
+                    in_flight += per_batch
+            session.advance(step, agent, loop_state, schedule.critic_summary)
         summary = agent.summary() if hasattr(agent, "summary") else {}
         return session.finish(agent, {**summary, **_summary(pool, waiting)})
     finally:

@@ -35,7 +35,7 @@ from rlcore.loops.session import (
     run_session,
 )
 
-__all__ = ["AgentFactory", "OffPolicyAgent", "RunConfig", "TrainConfig", "TrainResult", "make_env",
+__all__ = ["AgentFactory", "OffPolicyAgent", "RunConfig", "TrainConfig", "TrainResult", "UpdateSchedule", "make_env",
            "train_off_policy"]
 
 
@@ -97,44 +97,78 @@ def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory, e
     return run_session(algo, config, make_agent, loop, env, eval_env)
 
 
+class UpdateSchedule:
+    """The learner's side of each environment step, shared by the local and the distributed off-policy loops:
+    ``updates_per_step`` credit once ``learning_starts`` steps are in, the updates, the critic's ``q_mean``
+    (summed as tensors: no host sync per update) and the training scalars every ``log_interval`` steps."""
+
+    def __init__(self, config: TrainConfig, step: int) -> None:
+        self.config = config
+        self.update_credit, self.updates_done = 0.0, 0
+        self.q_sum, self.q_count = torch.zeros((), dtype=torch.float64, device=config.device), 0
+        self.last_log_time, self.last_log_step = time.perf_counter(), step
+
+    def after_step(self, agent: OffPolicyAgent, replay: ReplayBuffer, logger: Any, step: int, new_step: int,
+                   num_envs: int) -> None:
+        """What follows the environment step from ``step`` to ``new_step`` (``num_envs`` transitions stored)."""
+        config = self.config
+        if new_step >= config.learning_starts:
+            self.update_credit += config.updates_per_step * num_envs
+            while self.update_credit >= 1:
+                metrics = agent.update(replay.sample(config.batch_size))
+                logger.accumulate(metrics)
+                if "q_mean" in metrics:
+                    self.q_sum = self.q_sum + metrics["q_mean"].detach().to(self.q_sum.dtype)
+                    self.q_count += 1
+                self.update_credit -= 1
+                self.updates_done += 1
+        if crossed(step, new_step, config.log_interval):
+            now = time.perf_counter()
+            logger.flush(new_step)
+            logger.scalar("train/steps_per_second",
+                          (new_step - self.last_log_step) / max(now - self.last_log_time, 1e-9), new_step)
+            self.last_log_time, self.last_log_step = now, new_step
+
+    def critic_summary(self) -> dict[str, float]:
+        """Called at each evaluation: the mean of the updates' q_mean since the previous one (then reset)."""
+        summary = {"q_mean": float(self.q_sum) / self.q_count} if self.q_count else {}
+        self.q_sum, self.q_count = torch.zeros_like(self.q_sum), 0
+        return summary
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"update_credit": self.update_credit, "updates_done": self.updates_done, "q_sum": self.q_sum,
+                "q_count": self.q_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.update_credit, self.updates_done = state["update_credit"], state["updates_done"]
+        if "q_sum" in state:  # checkpoints of rlcore 0.1 have no critic sums
+            self.q_sum, self.q_count = state["q_sum"].to(self.q_sum.device), state["q_count"]
+
+
 def _run(session: RunSession, config: TrainConfig, agent: OffPolicyAgent) -> TrainResult:
     env = session.env
     replay = ReplayBuffer(config.buffer_size, config.device, seed=config.seed)
     explore_generator = torch.Generator(device=env.device).manual_seed(config.seed + 1)
-    update_credit, updates_done = 0.0, 0
     obs, _ = env.reset(seed=config.seed)
     episode_return = torch.zeros(env.num_envs, device=env.device)
     episode_length = torch.zeros(env.num_envs, dtype=torch.long, device=env.device)
     checkpoint = session.start(agent)
     logger = session.logger
+    schedule = UpdateSchedule(config, session.step)
     if checkpoint is not None:
         replay.load_state_dict(checkpoint["replay"])
         loop = checkpoint["loop"]
-        update_credit, updates_done = loop["update_credit"], loop["updates_done"]
+        schedule.load_state_dict(loop)
         obs = obs_to(loop["obs"], env.device)
         episode_return, episode_length = (loop[k].to(env.device) for k in ("episode_return", "episode_length"))
         explore_generator.set_state(loop["explore_generator"])
 
     def loop_state() -> dict[str, Any]:
         return {"replay": replay.state_dict(), "loop": {
-            "update_credit": update_credit, "updates_done": updates_done, "obs": obs,
-            "episode_return": episode_return, "episode_length": episode_length,
-            "explore_generator": explore_generator.get_state(), "q_sum": q_sum, "q_count": q_count}}
+            **schedule.state_dict(), "obs": obs, "episode_return": episode_return, "episode_length": episode_length,
+            "explore_generator": explore_generator.get_state()}}
 
-    # Sum and count of the updates' q_mean since the last evaluation (tensors: no host sync per update).
-    q_sum, q_count = torch.zeros((), dtype=torch.float64, device=config.device), 0
-    if checkpoint is not None and "q_sum" in checkpoint["loop"]:
-        q_sum, q_count = checkpoint["loop"]["q_sum"].to(config.device), checkpoint["loop"]["q_count"]
     logger.layout_q_against_return()
-
-    def critic_summary() -> dict[str, float]:
-        """Called at each evaluation: the mean of the updates' q_mean since the previous one (then reset)."""
-        nonlocal q_sum, q_count
-        summary = {"q_mean": float(q_sum) / q_count} if q_count else {}
-        q_sum, q_count = torch.zeros_like(q_sum), 0
-        return summary
-
-    last_log_time, last_log_step = time.perf_counter(), session.step
     while not session.finished:
         step = session.step
         if step < config.random_steps:
@@ -152,23 +186,6 @@ def _run(session: RunSession, config: TrainConfig, agent: OffPolicyAgent) -> Tra
         episode_length = episode_length * ~done
         obs = next_obs
         new_step = step + env.num_envs
-
-        if new_step >= config.learning_starts:
-            update_credit += config.updates_per_step * env.num_envs
-            while update_credit >= 1:
-                metrics = agent.update(replay.sample(config.batch_size))
-                logger.accumulate(metrics)
-                if "q_mean" in metrics:
-                    q_sum = q_sum + metrics["q_mean"].detach().to(q_sum.dtype)
-                    q_count += 1
-                update_credit -= 1
-                updates_done += 1
-
-        if crossed(step, new_step, config.log_interval):
-            now = time.perf_counter()
-            logger.flush(new_step)
-            logger.scalar("train/steps_per_second", (new_step - last_log_step) / max(now - last_log_time, 1e-9),
-                          new_step)
-            last_log_time, last_log_step = now, new_step
-        session.advance(new_step, agent, loop_state, critic_summary)
+        schedule.after_step(agent, replay, logger, step, new_step, env.num_envs)
+        session.advance(new_step, agent, loop_state, schedule.critic_summary)
     return session.finish(agent, agent.summary() if hasattr(agent, "summary") else {})
