@@ -30,7 +30,6 @@ from rlcore.loops.session import (
     RunSession,
     TrainResult,
     crossed,
-    distributed_env_factory,
     make_env,
     run_session,
 )
@@ -85,16 +84,7 @@ def train_off_policy(algo: str, config: TrainConfig, make_agent: AgentFactory, e
     ``env`` / ``eval_env`` are environments or factories ``seed -> BatchedEnv`` (see
     :class:`~rlcore.loops.session.RunSession`); None builds them from ``config.env``.
     """
-    loop = _run
-    if config.distributed.workers > 0:  # collection on Ray rollout actors (rlcore.distributed)
-        from rlcore.distributed.loops import run_off_policy
-
-        factory = distributed_env_factory(env)
-
-        def loop(session: RunSession, config: Any, agent: Any) -> TrainResult:
-            return run_off_policy(session, config, agent, make_agent, factory)
-
-    return run_session(algo, config, make_agent, loop, env, eval_env)
+    return run_session(algo, config, make_agent, _run, env, eval_env, distributed_loop="run_off_policy")
 
 
 class UpdateSchedule:

@@ -31,7 +31,6 @@ from rlcore.loops.session import (
     RunConfig,
     RunSession,
     TrainResult,
-    distributed_env_factory,
     run_session,
 )
 
@@ -78,16 +77,7 @@ def train_on_policy(algo: str, config: OnPolicyConfig, make_agent: AgentFactory,
     :class:`~rlcore.loops.session.RunSession`); None builds them from ``config.env``. ``update`` receives
     ``progress`` in [0, 1), the fraction of ``total_steps`` done before the rollout (for learning-rate annealing).
     """
-    loop = _run
-    if config.distributed.workers > 0:  # collection on Ray rollout actors (rlcore.distributed)
-        from rlcore.distributed.loops import run_on_policy
-
-        factory = distributed_env_factory(env)
-
-        def loop(session: RunSession, config: Any, agent: Any) -> TrainResult:
-            return run_on_policy(session, config, agent, make_agent, factory)
-
-    return run_session(algo, config, make_agent, loop, env, eval_env)
+    return run_session(algo, config, make_agent, _run, env, eval_env, distributed_loop="run_on_policy")
 
 
 def _run(session: RunSession, config: OnPolicyConfig, agent: OnPolicyAgent) -> TrainResult:

@@ -358,11 +358,23 @@ def distributed_env_factory(env: EnvSource | None) -> EnvFactory | None:
 
 def run_session(algo: str, config: RunConfig, make_agent: Callable[[Any, envs.BatchedEnv], Any],
                 loop: Callable[[RunSession, Any, Any], TrainResult], env: EnvSource | None = None,
-                eval_env: EnvSource | None = None) -> TrainResult:
+                eval_env: EnvSource | None = None, distributed_loop: str | None = None) -> TrainResult:
     """What both loops do around their own ``loop(session, config, agent)``: open the session, make the agent
-    (a failure leaves nothing on disk), and run the loop with the value checks of the objectives off."""
+    (a failure leaves nothing on disk), and run the loop with the value checks of the objectives off.
+
+    With ``config.distributed.workers > 0`` the loop is instead ``rlcore.distributed.loops.<distributed_loop>``
+    (``run_off_policy`` or ``run_on_policy``), which collects on Ray rollout actors."""
     if config.distributed.workers > 0:
-        distributed_env_factory(env)  # refuse an environment object before anything is built
+        if distributed_loop is None:
+            raise ValueError(f"{algo} has no distributed loop; set distributed.workers=0.")
+        factory = distributed_env_factory(env)  # refuse an environment object before anything is built
+        from rlcore.distributed import loops as distributed_loops
+
+        remote_loop = getattr(distributed_loops, distributed_loop)
+
+        def loop(session: RunSession, config: Any, agent: Any) -> TrainResult:
+            return remote_loop(session, config, agent, make_agent, factory)
+
     session = RunSession(algo, config, env, eval_env)
     try:
         check_resumable(session.checkpoint, config.distributed.workers)
