@@ -4,6 +4,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole test session (starting one costs seconds), with the rollout actors' namespace."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, namespace="rlcore", include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # Small networks run fastest on one thread, and tests run beside each other on 2 cores.

@@ -36,12 +36,9 @@ def help_runs():
             process.communicate()
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+@pytest.fixture
+def ray_session(ray_cluster):
+    return ray_cluster
 
 
 @pytest.mark.usefixtures("help_runs")
@@ -55,6 +52,7 @@ def test_run_grid_in_local_processes_and_in_this_process():
     assert _grid.run_grid(_grid.square, [], workers=2) == []
 
 
+@pytest.mark.slow
 def test_run_grid_as_ray_tasks_gives_the_process_results(ray_session):
     jobs = list(range(7))
     seen: list[int] = []
@@ -71,7 +69,7 @@ WRITE = "import pathlib, sys; print('writing'); pathlib.Path(sys.argv[1]).write_
 FAIL = "import sys; print('boom'); sys.exit(3)"
 
 
-@pytest.mark.parametrize("executor", ["process", "ray"])
+@pytest.mark.parametrize("executor", ["process", pytest.param("ray", marks=pytest.mark.slow)])
 def test_run_commands(executor, tmp_path, request):
     if executor == "ray":
         request.getfixturevalue("ray_session")
