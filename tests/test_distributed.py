@@ -137,6 +137,34 @@ def test_a_lost_solver_task_is_retried_then_replaced(tmp_path):
         parallel.run(schedule, crash_always, [2])
 
 
+@pytest.mark.slow
+def test_a_max_q_batch_whose_workers_die_keeps_the_warm_start_with_status_lost(monkeypatch):
+    import solvers.mip_solver
+
+    def dies(job):
+        os._exit(1)  # every try of every job loses its worker
+
+    monkeypatch.setattr(solvers.mip_solver, "solve_problem", dies)
+    net = solvers.ReLUNet.from_torch(random_relu_net(3, 2, hidden=(16, 8), seed=5), fixed_dim=3)
+    x = torch.randn(3, 3, generator=torch.Generator().manual_seed(1))
+    warm = torch.full((3, 2), 0.25)  # the action function's actions, in CAQL
+    solver = solvers.make("scip", executor="ray", workers=2, skip_certified=False, incumbent=None, bounds="ibp",
+                          time_limit=60.0)  # time for the retries: a batch out of time is TIME_LIMIT instead
+    result = solver.solve(net, x, ActionSet.box(-1.0, 1.0, dim=2), warm_start=warm)
+    assert result.status_counts()["lost"] == 3
+    torch.testing.assert_close(result.actions, warm.to(result.actions.dtype))
+    assert (result.upper_bounds >= result.values).all()
+
+
+def test_caql_sends_its_max_q_batches_to_ray_when_configured():
+    from rlcore.algos.caql import CAQLConfig, make_agent
+
+    env = envs.make("Pendulum-v1", num_envs=1)
+    agent = make_agent(CAQLConfig(solver="scip", solver_options={"executor": "ray", "time_limit": 1.0}), env)
+    assert agent.solver.executor == "ray"
+    env.close()
+
+
 # ---------------------------------------------------------------------------------------- failures
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, ray_cluster):

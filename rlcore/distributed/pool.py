@@ -42,9 +42,10 @@ def _failure_types() -> tuple[type[BaseException], ...]:
 class RolloutPool:
     """``workers`` :class:`~rlcore.distributed.actor.RolloutActor` s on Ray, fed by one learner.
 
+    ``make_agent``, ``config``, ``env_factory`` and ``on_policy`` are as for :class:`RolloutActor`;
+    ``config.distributed`` says how many actors, their CPUs and their restarts.
+
     Args:
-        make_agent, config, env_factory, on_policy: as for :class:`RolloutActor` (``config.distributed`` says
-            how many actors, their CPUs and restarts).
         name: prefix of the actors' Ray names (``{name}-{i}``, namespace :data:`NAMESPACE`).
         retry_seconds: how long to keep trying to reach a restarting actor before giving up.
     """
