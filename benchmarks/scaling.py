@@ -66,7 +66,7 @@ def _sac_config(env_id: str, workers: int, batch_steps: int, **overrides: Any) -
 def env_steps(args: argparse.Namespace) -> dict[str, Any]:
     from rlcore import envs
     from rlcore.algos import sac
-    from rlcore.distributed import RolloutPool
+    from rlcore.distributed import RolloutPool, policy_weights
 
     seconds, rows = args.seconds, []
 
@@ -93,10 +93,9 @@ def env_steps(args: argparse.Namespace) -> dict[str, Any]:
     for workers in args.workers:
         config = _sac_config(args.env, workers, args.batch_steps)
         pool = RolloutPool(sac.make_agent, config, name=f"scaling-{workers}")
-        probe = sac.make_agent(config, envs.make(args.env, num_envs=1))
-        from rlcore.distributed import policy_weights
-
-        pool.push(policy_weights(probe))
+        probe_env = envs.make(args.env, num_envs=1)
+        pool.push(policy_weights(sac.make_agent(config, probe_env)))
+        probe_env.close()
         for index in range(workers):  # the first batch pays for the actors' start
             pool.request(index, 10**6, 1)
         for index in range(workers):

@@ -126,7 +126,7 @@ class RolloutPool:
         self.acknowledged[index] = batch["state"]
         self.outstanding[index] = None
         self._refs[index] = None
-        self.transitions_received[index] += _transitions(batch["data"])
+        self.transitions_received[index] += int(batch["data"]["reward"].numel())
         self._forget_unused_weights()
         return batch
 
@@ -191,7 +191,3 @@ class RolloutPool:
             ray.kill(actor, no_restart=True)
         self.actors = []
 
-
-def _transitions(data: dict[str, Any]) -> int:
-    reward = data["reward"]
-    return int(reward.numel())
