@@ -1,22 +1,25 @@
-"""Fan-out retrieval: set reward, coverage, diversity and latency of every retriever, over catalogue sizes and
-index kinds.
+"""Fan-out retrieval: set reward, coverage, diversity and latency of every retriever, over catalogue sizes and index
+kinds.
 
-For each catalogue size (default 10^4, 10^5 and 10^6 items; 24 clusters, 400 intents: 300 train, 100 test, 32
-dims; K = 4 sub-queries x top-10), R4T is run once on the exact faiss index (PPO fan-out policy, synthesis,
+For each catalogue size (default 10^4, 10^5 and 10^6 items; 24 clusters, 400 intents: 300 train, 100 test, 32 dims;
+K = 4 sub-queries x top-10), R4T is run once on the exact faiss index (PPO fan-out policy, synthesis,
 distillation), then every retriever is measured on the exact index (``IndexFlatIP``) and on an approximate one
 (HNSW32, efSearch 64): single query, naive fan-out, MMR, the PPO fan-out policy and the distilled one-pass
-retriever. Latency is ms per query at batch 1 (mean over ``--single`` test intents, one at a time) and at
-batch 256, split into index time (inside ``search``) and generator time (the rest: policy calls, denoiser
+retriever; and, in a part of their own per size (no training), the set-reward greedy re-ranker of the same
+over-fetched list as MMR, with the intent's aspects estimated from that list and, as an upper bound for any re-ranker of
+it, with the true aspects. Latency is ms per query at batch 1 (mean over ``--single`` test intents, one at a time)
+and at batch 256, split into index time (inside ``search``) and generator time (the rest: policy calls, denoiser
 passes, MMR's re-ranking). One thread everywhere.
 
-Each size is one part, run in its own process (``--workers`` at a time); its result goes to
-``benchmarks/results/retrieval_fanout_runs/n<size>.json`` and a part whose file exists is skipped, so an
-interrupted benchmark continues where it stopped. ``--executor ray`` runs each part's process as a Ray task
-instead (one CPU, so a part's latencies are measured on one node's core; ``--ray-address`` to join a cluster,
-whose nodes need this repository and environment at the same paths); the part files are written here.
+Each size is two parts (R4T and the retrievers; the greedy re-rankers), each run in its own process (``--workers``
+at a time); its result goes to ``benchmarks/results/retrieval_fanout_runs/n<size>.json`` (``n<size>_greedy.json``)
+and a part whose file exists is skipped, so an interrupted benchmark continues where it stopped. ``--executor ray``
+runs each part's process as a Ray task instead (one CPU, so a part's latencies are measured on one node's core;
+``--ray-address`` to join a cluster, whose nodes need this repository and environment at the same paths); the part
+files are written here.
 
     python benchmarks/retrieval_fanout.py                       # every missing part, then the report
-    python benchmarks/retrieval_fanout.py --sizes 10000         # one part
+    python benchmarks/retrieval_fanout.py --sizes 10000         # one size
     python benchmarks/retrieval_fanout.py --summarise-only
 
 Writes ``benchmarks/results/retrieval_fanout.{json,md,png}``. Targets (issue 25): the distilled retriever at
@@ -42,6 +45,9 @@ RUNS = RESULTS / "retrieval_fanout_runs"
 INDEXES = {"exact": {"kind": "exact"}, "hnsw": {"kind": "hnsw", "hnsw_ef_search": 64}}
 RETRIEVERS = ("single query", "naive fan-out", "MMR (fetch 40/slot, λ 0.5)", "RL fan-out (PPO)",
               "distilled (diffusion)")
+# Re-rankers that need no training, measured in a part of their own (``n<size>_greedy.json``) so that they
+# could be added to sizes whose R4T part was already run.
+GREEDY = ("set-reward greedy (fetch 40/slot)", "set-reward greedy, oracle aspects")
 
 
 class TimedIndex:
@@ -72,7 +78,25 @@ def latency_ms(retriever: Any, timed: TimedIndex, intents, top_k: int, batch: in
     return 1e3 * total / (batch * count), 1e3 * timed.seconds / (batch * count)
 
 
-def run_part(num_items: int, args: argparse.Namespace) -> dict:
+def measure(name: str, retriever: Any, tcat: Any, timed: TimedIndex, args: argparse.Namespace, label: str) -> dict:
+    """One table row: set metrics on train and test intents, latency at batch 1 and 256."""
+    from rlcore.adapters import retrieval
+
+    row: dict = {"retriever": name}
+    for split in ("train", "test"):
+        m = retrieval.evaluate(retriever, tcat, split=split, top_k=args.top_k)
+        for key in ("set_reward", "coverage", "relevance", "diversity", "duplicates"):
+            row[f"{split}_{key}"] = round(m[key], 4)
+    test_intents = tcat.intents[tcat.test_intents]
+    for batch, count in ((1, args.single), (256, 2)):
+        total, index = latency_ms(retriever, timed, test_intents, args.top_k, batch, count)
+        row[f"ms_batch{batch}"], row[f"index_ms_batch{batch}"] = round(total, 4), round(index, 4)
+    print(label, row, flush=True)
+    return row
+
+
+def catalogue_and_indexes(num_items: int, args: argparse.Namespace):
+    """The part's catalogue (exact index) and ``(name, catalogue over that index, build seconds)`` per index."""
     import faiss
     import torch
 
@@ -82,6 +106,37 @@ def run_part(num_items: int, args: argparse.Namespace) -> dict:
     faiss.omp_set_num_threads(1)
     cat = retrieval.synthetic_catalogue(num_items=num_items, num_clusters=args.num_clusters,
                                         num_intents=args.num_intents, dim=args.dim, seed=args.seed)
+
+    def indexed():
+        for index_name, options in INDEXES.items():
+            build = time.perf_counter()
+            icat = cat if index_name == "exact" else cat.with_index(retrieval.IndexConfig(**options))
+            yield index_name, icat, time.perf_counter() - build
+
+    return cat, indexed
+
+
+def run_greedy_part(num_items: int, args: argparse.Namespace) -> dict:
+    """The set-reward greedy re-rankers on both indexes (no training)."""
+    from rlcore.adapters import retrieval
+
+    _, indexed = catalogue_and_indexes(num_items, args)
+    record: dict = {"num_items": num_items, "indexes": {}}
+    for index_name, icat, _ in indexed():
+        timed = TimedIndex(icat.index)
+        tcat = dataclasses.replace(icat, index=timed)
+        k = args.num_subqueries
+        retrievers = {GREEDY[0]: retrieval.SetRewardGreedy(tcat, 40, k),
+                      GREEDY[1]: retrieval.SetRewardGreedy(tcat, 40, k, aspects="oracle")}
+        record["indexes"][index_name] = {"rows": [measure(name, r, tcat, timed, args, f"{num_items} {index_name}")
+                                                  for name, r in retrievers.items()]}
+    return record
+
+
+def run_part(num_items: int, args: argparse.Namespace) -> dict:
+    from rlcore.adapters import retrieval
+
+    cat, indexed = catalogue_and_indexes(num_items, args)
     start = time.perf_counter()
     out = retrieval.r4t(cat, num_subqueries=args.num_subqueries, top_k=args.top_k, seed=args.seed)
     record: dict = {"num_items": num_items, "r4t_seconds": round(time.perf_counter() - start, 1),
@@ -89,10 +144,7 @@ def run_part(num_items: int, args: argparse.Namespace) -> dict:
                     "indexes": {}}
     test_intents = cat.intents[cat.test_intents]
     exact_ids = cat.index.search(test_intents, args.top_k)[1]
-    for index_name, options in INDEXES.items():
-        build = time.perf_counter()
-        icat = cat if index_name == "exact" else cat.with_index(retrieval.IndexConfig(**options))
-        build = time.perf_counter() - build
+    for index_name, icat, build in indexed():
         timed = TimedIndex(icat.index)
         tcat = dataclasses.replace(icat, index=timed)
         k = args.num_subqueries
@@ -100,18 +152,7 @@ def run_part(num_items: int, args: argparse.Namespace) -> dict:
                       RETRIEVERS[2]: retrieval.MMR(tcat, 40, k), RETRIEVERS[3]: out.policy,
                       RETRIEVERS[4]: out.retriever}
         out.policy.catalogue = out.retriever.catalogue = tcat
-        rows = []
-        for name, r in retrievers.items():
-            row: dict = {"retriever": name}
-            for split in ("train", "test"):
-                m = retrieval.evaluate(r, tcat, split=split, top_k=args.top_k)
-                for key in ("set_reward", "coverage", "relevance", "diversity", "duplicates"):
-                    row[f"{split}_{key}"] = round(m[key], 4)
-            for batch, count in ((1, args.single), (256, 2)):
-                total, index = latency_ms(r, timed, test_intents, args.top_k, batch, count)
-                row[f"ms_batch{batch}"], row[f"index_ms_batch{batch}"] = round(total, 4), round(index, 4)
-            rows.append(row)
-            print(num_items, index_name, row, flush=True)
+        rows = [measure(name, r, tcat, timed, args, f"{num_items} {index_name}") for name, r in retrievers.items()]
         rl, dist = rows[3], rows[4]
         record["indexes"][index_name] = {
             "build_seconds": round(build, 2),
@@ -148,7 +189,14 @@ def write_report(parts: list[dict], meta: dict) -> None:
             met = entry["distilled_over_rl_test_set_reward"] >= 0.95 and entry["rl_over_distilled_latency_batch1"] >= 5
             lines += ["", f"Distilled / RL test set reward {entry['distilled_over_rl_test_set_reward']}, "
                       f"RL / distilled latency at batch 1 {entry['rl_over_distilled_latency_batch1']}x: target "
-                      f"(>= 0.95 at >= 5x) {'met' if met else 'NOT met'}.", ""]
+                      f"(>= 0.95 at >= 5x) {'met' if met else 'NOT met'}."]
+            by_name = {r["retriever"]: r for r in entry["rows"]}
+            if all(name in by_name for name in GREEDY):
+                mmr, rl = by_name[RETRIEVERS[2]]["test_set_reward"], by_name[RETRIEVERS[3]]["test_set_reward"]
+                greedy, oracle = (by_name[name]["test_set_reward"] for name in GREEDY)
+                lines.append(f"Set-reward greedy / MMR test set reward {greedy / mmr:.3f} (oracle aspects "
+                             f"{oracle / mmr:.3f}); RL fan-out / oracle greedy {rl / oracle:.3f}.")
+            lines.append("")
     lines += ["![set reward and latency](retrieval_fanout.png)", ""]
     (RESULTS / "retrieval_fanout.md").write_text("\n".join(lines).rstrip() + "\n")
 
@@ -161,9 +209,12 @@ def plot(parts: list[dict]) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     sizes = [p["num_items"] for p in parts]
-    for k, name in enumerate(RETRIEVERS):  # one colour per retriever; solid: exact index, dashed: HNSW
+    for k, name in enumerate(RETRIEVERS + GREEDY):  # one colour per retriever; solid: exact index, dashed: HNSW
         for index_name, style in (("exact", "-o"), ("hnsw", "--s")):
-            rows = [next(r for r in p["indexes"][index_name]["rows"] if r["retriever"] == name) for p in parts]
+            rows = [next((r for r in p["indexes"][index_name]["rows"] if r["retriever"] == name), None)
+                    for p in parts]
+            if None in rows:  # a part not run yet: no line rather than a partial one
+                continue
             for ax, key in ((axes[0], "test_set_reward"), (axes[1], "ms_batch1")):
                 ax.plot(sizes, [r[key] for r in rows], style, color=f"C{k}", label=f"{name} ({index_name})")
     for ax, label in ((axes[0], "test set reward"), (axes[1], "ms per query, batch 1")):
@@ -189,31 +240,41 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="parts at a time (one process and thread each)")
     parser.add_argument("--summarise-only", action="store_true")
-    parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--run", help=argparse.SUPPRESS)  # a worker's part: "<size>" or "<size>_greedy"
     parser.add_argument("--machine", default="2-core x86_64 CPU shared with other jobs, no GPU")
     add_executor_arguments(parser)
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
     if args.run is not None:  # a worker: one part, written atomically
+        size, _, kind = args.run.partition("_")
         path = RUNS / f"n{args.run}.json"
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(run_part(args.run, args), indent=1))
+        tmp.write_text(json.dumps((run_greedy_part if kind == "greedy" else run_part)(int(size), args), indent=1))
         tmp.replace(path)
         return
-    todo = [n for n in args.sizes if not (RUNS / f"n{n}.json").exists()]
-    print(f"{len(args.sizes)} parts, {len(args.sizes) - len(todo)} done already, {len(todo)} to do", flush=True)
+    names = [f"{n}{kind}" for n in args.sizes for kind in ("", "_greedy")]
+    todo = [name for name in names if not (RUNS / f"n{name}.json").exists()]
+    print(f"{len(names)} parts, {len(names) - len(todo)} done already, {len(todo)} to do", flush=True)
     if not args.summarise_only:
         passed = [a for a in sys.argv[1:] if a != "--summarise-only"]
-        commands = {Command([sys.executable, __file__, *passed, "--run", str(n)], result=RUNS / f"n{n}.json"): n
-                    for n in todo}
+        commands = {Command([sys.executable, __file__, *passed, "--run", name], result=RUNS / f"n{name}.json"): name
+                    for name in todo}
 
         def done(command: Command, returncode: int) -> None:
-            print(f"{commands[command]} items: {'done' if returncode == 0 else f'FAILED ({returncode})'}", flush=True)
+            print(f"part {commands[command]}: {'done' if returncode == 0 else f'FAILED ({returncode})'}", flush=True)
 
         run_commands(list(commands), workers=args.workers, executor=args.executor, ray_address=args.ray_address,
                      env=ONE_THREAD, on_done=done)
-    parts = [json.loads((RUNS / f"n{n}.json").read_text()) for n in sorted(args.sizes)
-             if (RUNS / f"n{n}.json").exists()]
+    parts = []
+    for n in sorted(args.sizes):
+        if not (RUNS / f"n{n}.json").exists():
+            continue
+        part = json.loads((RUNS / f"n{n}.json").read_text())
+        greedy = RUNS / f"n{n}_greedy.json"
+        if greedy.exists():  # the re-rankers' rows join their index's table
+            for index_name, entry in json.loads(greedy.read_text())["indexes"].items():
+                part["indexes"][index_name]["rows"] += entry["rows"]
+        parts.append(part)
     if not parts:
         return
     import faiss

@@ -18,12 +18,13 @@ embedding space, over a real vector index. One job per module:
   step (ii);
 * :mod:`~rlcore.adapters.retrieval.diffusion`: :func:`distill`, the conditional diffusion model over the K
   sub-queries and its one-pass :class:`DistilledRetriever` (step (iii));
-* :mod:`~rlcore.adapters.retrieval.baselines`: :class:`SingleQuery`, :class:`NaiveFanOut`, :class:`MMR`;
+* :mod:`~rlcore.adapters.retrieval.baselines`: :class:`SingleQuery`, :class:`NaiveFanOut`, :class:`MMR`,
+  :class:`SetRewardGreedy`;
 * :mod:`~rlcore.adapters.retrieval.api`: :func:`r4t` (the three steps) and :func:`evaluate` any retriever.
 """
 
 from rlcore.adapters.retrieval.api import R4TResult, evaluate, r4t
-from rlcore.adapters.retrieval.baselines import MMR, NaiveFanOut, SingleQuery
+from rlcore.adapters.retrieval.baselines import MMR, NaiveFanOut, SetRewardGreedy, SingleQuery
 from rlcore.adapters.retrieval.catalogue import Catalogue, CatalogueConfig, make_catalogue, synthetic_catalogue
 from rlcore.adapters.retrieval.diffusion import (
     DiffusionConfig,
@@ -69,6 +70,7 @@ __all__ = [
     "NaiveFanOut",
     "R4TResult",
     "SetRewardConfig",
+    "SetRewardGreedy",
     "SingleQuery",
     "SubqueryDenoiser",
     "VectorIndex",
