@@ -4,6 +4,7 @@
     rlcore train ALGO --resume RUN_DIR        continue a run from its last checkpoint
     rlcore train slate [slateq|ppo] [...]     train a slate agent (rlcore.adapters.slate; --resume as above)
     rlcore train dialogue [ppo|q] [...]       train a dialogue manager (rlcore.adapters.dialogue; --resume too)
+    rlcore train diffusion [...]              fine-tune a test bed's diffusion model (rlcore.adapters.diffusion)
     rlcore eval RUN_DIR [--episodes 10]       evaluate the saved agent of a run (on its evaluation seeds)
     rlcore solvers                            list the registered max-Q solvers
 """
@@ -42,6 +43,10 @@ def train_main(argv: list[str]) -> int:
         from rlcore.adapters.dialogue.cli import train_main as dialogue_train_main
 
         return dialogue_train_main(argv)
+    if name == "diffusion":  # and the diffusion adapter (rlcore.adapters.diffusion.cli)
+        from rlcore.adapters.diffusion.cli import train_main as diffusion_train_main
+
+        return diffusion_train_main(argv)
     try:
         algorithm = algos.get(name)
     except ValueError as error:
@@ -123,6 +128,10 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
             raise ValueError(f"{run_dir} is a dialogue run; its environment is rebuilt from its config, so leave env "
                              "unset.")
         return dialogue_evaluate_run(run_dir, episodes, seed, device)
+    if name == "diffusion":  # no episodes to replay: a fine-tuning run scores samples, at the end of training
+        raise ValueError(f"{run_dir} is a diffusion fine-tuning run; its final reward, held-out reward and KL are in "
+                         f"{Path(run_dir) / 'summary.json'} (continue it with `rlcore train diffusion --resume "
+                         f"{run_dir} --steps N`).")
     episodes = 10 if episodes is None else episodes
     record = load_run_record(run_dir)
     algorithm = algos.get(name)

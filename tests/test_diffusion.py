@@ -204,3 +204,207 @@ def test_every_method_moves_most_of_the_way_to_the_exact_optimum(bed, method, st
     share = (result.expected_reward - opt.reference_reward) / (opt.expected_reward - opt.reference_reward)
     assert share >= 0.8, (method, share)
     assert result.kl_to_reference <= 1.5 * opt.kl, (method, result.kl_to_reference, opt.kl)
+
+
+# ---------------------------------------------------------------------------------------------- resume, logs
+class Crash(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("method", ["dpok", "rwr"])
+def test_a_fine_tuning_run_resumes_bit_for_bit_after_a_crash(bed, tmp_path, method):
+    config = diffusion.FinetuneConfig(batch_size=32, num_inference_steps=5, eval_samples=64, checkpoint_every=2,
+                                      log_every=1, rwr_samples=256)
+    kwargs = {"method": method, "kl_weight": 0.5, "steps": 6, "seed": 3, "config": config}
+    whole = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, **kwargs)
+
+    calls = {"n": 0}
+
+    def crashing(x):  # dies during the 5th iteration: the checkpoint of iteration 4 is the one to resume
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Crash
+        return _ring_reward(x)
+
+    monitor = crashing if method == "rwr" else None  # rwr scores its data once; its probes call the monitor
+    with pytest.raises(Crash):
+        diffusion.finetune(bed.model, bed.scheduler, _ring_reward if monitor else crashing, **kwargs,
+                           held_out_reward=monitor, run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    with pytest.raises(ValueError, match="already holds a fine-tuning checkpoint"):
+        diffusion.finetune(bed.model, bed.scheduler, _ring_reward, **kwargs, run_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match=r"its kl_weight is 0\.5"):
+        diffusion.finetune(bed.model, bed.scheduler, _ring_reward, **{**kwargs, "kl_weight": 0.2},
+                           run_dir=tmp_path / "run", resume=True)
+    resumed = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, **kwargs,
+                                 held_out_reward=_ring_reward if monitor else None, run_dir=tmp_path / "run",
+                                 resume=True)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert resumed.expected_reward == whole.expected_reward
+    if method == "dpok":
+        assert [h["reward"] for h in resumed.history] == [h["reward"] for h in whole.history]
+
+
+def test_tensorboard_logs_rewards_kl_and_sample_grids(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    unet = tiny_unet(num_class_embeds=10)
+    scheduler = DDPMScheduler(num_train_timesteps=20)
+    config = diffusion.FinetuneConfig(batch_size=8, num_inference_steps=3, eval_samples=8, log_every=1,
+                                      image_every=1)
+    labels = []
+
+    def reward(x, y):
+        labels.append(y.clone())
+        return -x.flatten(1).pow(2).mean(1) + 0.1 * y.float()
+
+    result = diffusion.finetune(unet, scheduler, reward, method="ppo", kl_weight=0.1, steps=2, seed=0,
+                                config=config, sample_shape=(1, 8, 8), conditions=torch.tensor([3, 7]),
+                                held_out_reward=reward, log_dir=tmp_path / "tb")
+    assert all(set(y.tolist()) <= {3, 7} for y in labels) and labels[0].shape == (8,)
+    assert torch.equal(result.conditions, torch.tensor([3, 7]))
+    assert result.sample(4, seed=0).shape == (4, 1, 8, 8)  # conditions cycle by default
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    tags = events.Tags()
+    assert {"finetune/reward", "finetune/kl", "finetune/held_out_reward"} <= set(tags["scalars"])
+    assert "finetune/samples" in tags["images"]
+    with pytest.raises(ValueError, match="conditions must be a non-empty tensor"):
+        diffusion.finetune(unet, scheduler, reward, conditions=[3, 7], sample_shape=(1, 8, 8))
+
+
+def tiny_unet(**kwargs) -> UNet2DModel:
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       layers_per_block=1, norm_num_groups=4, **kwargs).eval()
+
+
+# ---------------------------------------------------------------------------------------------- Focus-N-Fix
+def test_region_log_prob_and_kl_are_those_of_the_region_and_reach_nothing_outside():
+    steps = diffusion.GaussianSteps.from_scheduler(DDPMScheduler(num_train_timesteps=20), 4)
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(5, 1, 8, 8, generator=g, requires_grad=True)
+    ref = torch.randn(5, 1, 8, 8, generator=g)
+    x = torch.randn(5, 1, 8, 8, generator=g)
+    region = torch.rand(5, 1, 8, 8, generator=g) < 0.2
+    lp = steps.log_prob(x, mean, 1, mask=region)
+    sigma = float(steps.std[1])
+    expected = torch.stack([torch.distributions.Normal(mean[i][region[i]], sigma).log_prob(x[i][region[i]]).sum()
+                            for i in range(5)])
+    torch.testing.assert_close(lp, expected)
+    (lp.sum() + steps.kl(mean, ref, 1, mask=region).sum()).backward()
+    assert (mean.grad[~region] == 0).all() and (mean.grad[region] != 0).any()  # the fix acts inside only
+    inside, outside = steps.kl(mean, ref, 1, mask=region), steps.kl(mean, ref, 1, mask=~region)
+    torch.testing.assert_close(inside + outside, steps.kl(mean, ref, 1))
+    assert (steps.kl(ref, ref, 1, mask=~region) == 0).all()  # preservation is zero when the means agree
+
+    torch.manual_seed(0)
+    unet = tiny_unet()
+    traj = diffusion.rollout(unet, steps, (3, 1, 8, 8), torch.Generator().manual_seed(1))
+    mask = torch.zeros(3, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, 2:5, 2:5] = True
+    stored = diffusion.region_log_probs(steps, traj, mask)
+    with torch.no_grad():
+        for i in range(steps.num_steps):
+            mu = steps.mean(traj.states[i], diffusion.predict_noise(unet, traj.states[i], int(steps.timesteps[i])), i)
+            torch.testing.assert_close(stored[i], steps.log_prob(traj.states[i + 1], mu, i, mask=mask))
+
+
+def test_region_fixing_refuses_what_it_cannot_do():
+    unet = tiny_unet()
+    scheduler = DDPMScheduler(num_train_timesteps=20)
+    config = diffusion.FinetuneConfig(batch_size=4, num_inference_steps=2, eval_samples=4)
+
+    def reward(x):
+        return x.flatten(1).mean(1)
+
+    with pytest.raises(ValueError, match="use method 'dpok', 'ppo' or 'fpg', not 'rwr'"):
+        diffusion.finetune(unet, scheduler, reward, method="rwr", region=lambda x: x > 0, sample_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"region must map \[N, \.\.\.\] samples to a per-element deficiency map"):
+        diffusion.finetune(unet, scheduler, reward, method="dpok", steps=1, config=config, sample_shape=(1, 8, 8),
+                           region=lambda x: x.flatten(1).mean(1) > 0)
+
+
+# ---------------------------------------------------------------------------------------------- digits (slow)
+@pytest.fixture(scope="module")
+def digits_bed():
+    return diffusion.testbeds.digits(seed=0)  # trained once (about 6 minutes on one core), then cached
+
+
+@pytest.mark.slow
+def test_digits_bed_draws_each_prompted_class_and_its_defect_as_often_as_its_data(digits_bed):
+    bed = digits_bed
+    y = bed.labels(200)
+    x = bed.sample(200, seed=1, labels=y)
+    assert x.shape == (200, 1, 8, 8) and torch.equal(x, bed.sample(200, seed=1, labels=y))
+    # Samples are digits of the prompted class for a classifier that never saw half of the images.
+    assert float(bed.held_out_class_reward(x, y).mean()) > 0.9
+    from rlcore.adapters.diffusion.digits import load_images
+
+    images, labels = load_images()
+    for classifier in (bed.classifier, bed.held_out_classifier):
+        assert float((classifier(images).argmax(1) == labels).float().mean()) > 0.95
+    zeros, y0 = bed.sample(300, seed=2, labels=0), bed.labels(300, 0)
+    # The data: 8 % of zeros have ink in the patch, plus the 35 % given a dot.
+    assert 0.25 < bed.defect_rate(zeros, y0) < 0.6
+    assert bed.defect_rate(bed.sample(100, seed=3, labels=5), bed.labels(100, 5)) == 0.0  # another class: no defect
+    true, found = bed.true_defect_map(zeros, y0), bed.defect_map(zeros, y0) > 0.5
+    assert float((true & found).sum() / (true | found).sum()) > 0.85  # the trained detector finds the defect
+    again = diffusion.testbeds.digits(seed=0)  # read from the cache: the same networks
+    assert torch.equal(again.sample(8, seed=4), bed.sample(8, seed=4))
+    with pytest.raises(ValueError, match="unknown setting"):
+        diffusion.testbeds.digits(seed=0, layers=3)
+
+
+@pytest.mark.slow
+def test_fine_tuning_digits_raises_the_reward_with_the_held_out_classifier_watching(digits_bed):
+    bed = digits_bed
+    config = diffusion.FinetuneConfig(batch_size=32, eval_samples=200, log_every=1)
+    result = diffusion.finetune(bed.model, bed.scheduler, bed.thickness, "ppo", 0.01, 8, 0, config, bed.sample_shape,
+                                held_out_reward=bed.held_out_class_reward, conditions=torch.arange(10))
+    y = bed.labels(200)
+    before = float(bed.thickness(bed.sample(200, seed=1, labels=y)).mean())
+    assert result.expected_reward > before + 0.03, (before, result.expected_reward)
+    assert all("held_out_reward" in h for h in result.history)  # the class fidelity is logged at every record
+    assert 0 <= result.held_out_reward <= 1
+
+
+@pytest.mark.slow
+def test_focus_n_fix_changes_the_region_and_far_less_outside_it_than_global_fine_tuning(digits_bed):
+    bed = digits_bed
+    y0 = bed.config.defect_class
+
+    def fewer_defects(x, y):
+        return -bed.defect_score(x, y)
+
+    config = diffusion.FinetuneConfig(batch_size=32, eval_samples=64)
+    runs = {name: diffusion.finetune(bed.model, bed.scheduler, fewer_defects, "dpok", 0.01, 6, 0, config,
+                                     bed.sample_shape, conditions=torch.tensor([y0]), region=region)
+            for name, region in (("focus", bed.defect_map), ("global", None))}
+    y = bed.labels(256, y0)
+    change = {}
+    for name, result in runs.items():
+        tuned, original = result.sample_pair(256, seed=7, condition=y)  # the same noise
+        region = bed.defect_map(original, y) > 0.5
+        diff = (tuned - original).abs()
+        change[name] = (float(diff[region].mean()), float(diff[~region].mean()))
+    assert change["focus"][0] > 3 * change["focus"][1], change  # it acts in the region
+    assert change["focus"][1] < 0.5 * change["global"][1], change  # and leaves the rest far more alone
+
+
+def test_rlcore_train_diffusion_writes_a_run_that_resumes(tmp_path, bed):
+    from rlcore.adapters.diffusion.cli import train_main
+
+    run = tmp_path / "run"
+    small = ["--finetune.batch-size", "32", "--finetune.eval-samples", "128", "--finetune.num-inference-steps", "5"]
+    assert train_main(["--steps", "3", "--run-dir", str(run), *small]) == 0
+    files = {p.name for p in run.iterdir()}
+    assert {"config.json", "checkpoint.pt", "summary.json"} <= files and any(f.startswith("events") for f in files)
+    assert train_main(["--steps", "3", "--run-dir", str(run), *small]) == 2  # an existing run is refused
+    assert train_main(["--resume", str(run), "--steps", "5"]) == 0
+    import json
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["reward"] == "right"
+    assert train_main(["--reward", "class", "--steps", "1"]) == 2  # not a ring reward: named, nothing written

@@ -16,8 +16,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 PAGES = sorted(p for p in DOCS.rglob("*.md") if BLOCK.search(p.read_text()))
 # Pages that train for minutes (CAQL for 6k steps and bnb with the filter; the dialogue managers and MoE-LM), or
-# start a Ray cluster and its actors.
-SLOW_PAGES = {"tutorials/caql-constrained.md", "tutorials/dialogue.md", "tutorials/distributed.md"}
+# start a Ray cluster and its actors, or train the digits test bed on a fresh cache (about six minutes).
+SLOW_PAGES = {"tutorials/caql-constrained.md", "tutorials/dialogue.md", "tutorials/distributed.md",
+              "tutorials/diffusion-digits.md"}
 
 
 def page_code(page: Path) -> str:
@@ -31,7 +32,9 @@ def page_code(page: Path) -> str:
 def test_docs_page_runs(page, tmp_path):
     script = tmp_path / "page.py"
     script.write_text(page_code(page))
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    timeout = 1_200 if str(page.relative_to(DOCS)) in SLOW_PAGES else 600
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout)
     assert done.returncode == 0, f"{page.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
 

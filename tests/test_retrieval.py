@@ -292,7 +292,7 @@ def brute_force_greedy(cat, intent, owned, budget, fetch_size, reward):
         for c in cand:
             if c in picks:
                 continue
-            ids = torch.tensor([picks + [c]])
+            ids = torch.tensor([[*picks, c]])
             value = float(retrieval.composite_reward(
                 retrieval.set_reward_terms(ids, cat.items, cat.item_aspect, owned[None]), reward, budget))
             if value > best_value + 1e-9:
@@ -309,7 +309,7 @@ def test_set_reward_greedy_is_greedy_on_the_composite_set_reward(cat, measure):
                                        shortlist=None)
     ids = greedy.retrieve(cat.intents[intents], top_k=4)
     assert ids.shape == (3, 8) and retrieval.distinct_mask(ids).all()
-    for row, q in zip(ids.tolist(), intents.tolist()):
+    for row, q in zip(ids.tolist(), intents.tolist(), strict=True):
         assert row == brute_force_greedy(cat, cat.intents[q], cat.intent_aspects[q], 8, 12, reward)
     # The label-free variant estimates the aspects from the fetched list; the shortlist only prunes Vendi's
     # exact evaluations, so with the pairwise measure (ranked exactly) it changes nothing.

@@ -6,14 +6,17 @@ PG) on the shared objectives. One job per module:
 * :mod:`~rlcore.adapters.diffusion.sampling`: :func:`predict_noise` for any ε-denoiser (a plain ``nn.Module``
   or a ``diffusers`` UNet) and :func:`rollout`, trajectories with their log-probs and KL to a reference;
 * :mod:`~rlcore.adapters.diffusion.testbeds`: :func:`~rlcore.adapters.diffusion.testbeds.ring`, the 2-D test
-  bed with a denoiser the library pretrains and caches;
+  bed with a denoiser the library pretrains and caches, and :func:`~rlcore.adapters.diffusion.testbeds.digits`
+  (:mod:`~rlcore.adapters.diffusion.digits`): 8x8 digits, a class-conditional ``UNet2DModel``, reward and
+  held-out classifiers, and a localized defect with its trained detector;
 * :mod:`~rlcore.adapters.diffusion.trainable`: the trainable part: the full model, ``peft`` LoRA, or DiffCon's
   :class:`SideNetwork` over the frozen backbone;
 * :mod:`~rlcore.adapters.diffusion.finetune`: :func:`finetune` (methods ``"dpok"``, ``"ppo"``, ``"rwr"``,
-  ``"fpg"``) and :func:`kl_optimum`, the exact optimum of the KL-regularised problem they are measured against.
+  ``"fpg"``; conditions; Focus-N-Fix's region-aware fixing with ``region=``; TensorBoard logs with
+  ``log_dir=``) and :func:`kl_optimum`, the exact optimum of the KL-regularised problem they are measured
+  against.
 
-Not yet here (issue 24): the digits test bed, Focus-N-Fix, TensorBoard logs, ``rlcore train diffusion`` with
-checkpoints, and the benchmark.
+Not yet here (issue 24): ``rlcore train diffusion`` with checkpoints that resume, and the benchmark.
 """
 
 from rlcore.adapters.diffusion import testbeds
@@ -25,6 +28,7 @@ from rlcore.adapters.diffusion.finetune import (
     finetune,
     kl_optimum,
     knn_kl,
+    region_log_probs,
 )
 from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollout
 from rlcore.adapters.diffusion.steps import DIVERGENCES, GaussianSteps
@@ -32,4 +36,4 @@ from rlcore.adapters.diffusion.trainable import TRAINABLE, SideNetwork, make_tra
 
 __all__ = ["DIVERGENCES", "METHODS", "TRAINABLE", "FinetuneConfig", "FinetuneResult", "GaussianSteps", "KLOptimum",
            "SideNetwork", "Trajectory", "finetune", "kl_optimum", "knn_kl", "make_trainable", "predict_noise",
-           "rollout", "testbeds", "trainable_parameters"]
+           "region_log_probs", "rollout", "testbeds", "trainable_parameters"]

@@ -25,6 +25,21 @@ model, and every one is built from :mod:`rlcore.objectives` over the per-step Ga
             (DiffCon's ``E_ref[f(π/π_ref)]``) the trajectory KL ended at 12x the optimum's on the ring
 ==========  =======================================================================================
 
+**Conditions** (``conditions=``): each sample's prompt is drawn from the given ones (class labels of a
+``UNet2DModel``, embeddings of a ``UNet2DConditionModel``) and the reward reads it, ``reward_fn(x_0, c)``;
+PPO normalises advantages per prompt (DDPO) and RWR's weights are a softmax per prompt, so that
+``p*(x | c) ∝ p_ref(x | c) exp(r(x, c)/β)`` keeps every prompt's share.
+
+**Focus-N-Fix** (``region=``, region-aware fixing after Xing et al.): given a per-pixel deficiency map
+``M`` of the original model's sample, the update should change the sample inside ``M`` and nothing outside
+it. Each step's Gaussian factorises over pixels given ``x_t``, so the policy gradient can be restricted
+exactly: the ratio and the log-prob are those of the region's pixels, ``log π_M = Σ_{p ∈ M} log N(x'_p;
+μ_p, σ²)``, whose gradient never reaches the mean outside ``M``, and the preservation loss is the
+closed-form KL of the pixels outside it, ``Σ_{p ∉ M} (μ_p − μ_ref,p)² / 2σ²``: zero exactly when the
+fine-tuned step's mean equals the original's there, which for the same noise keeps the output there equal
+to the original's. Each batch is sampled by the reference and by the model with the same noise; the
+reference's sample gives ``M``, the model's the reward.
+
 **The exact optimum** (spec section 0): the maximiser of ``E_p[r] − β KL(p ‖ p_ref)`` is
 ``p* ∝ p_ref exp(r/β)``, with ``E_{p*}[r] = E_ref[r e^{r/β}] / E_ref[e^{r/β}]`` and
 ``KL(p* ‖ p_ref) = E_{p*}[r]/β − log E_ref[e^{r/β}]``, estimated to high precision by sampling the
@@ -47,7 +62,8 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -56,6 +72,7 @@ from torch import nn
 from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollout
 from rlcore.adapters.diffusion.steps import GaussianSteps
 from rlcore.adapters.diffusion.trainable import make_trainable
+from rlcore.loops.checkpoint import CHECKPOINT, load_latest_checkpoint, save_checkpoint
 from rlcore.networks.embeddings import timestep_embedding
 from rlcore.objectives import clipped_pg_loss, normalize_advantages, rwr_weights, value_loss
 
@@ -95,6 +112,14 @@ class FinetuneConfig:
     """Rank of the LoRA adapters (DPOK's 4)."""
     side_hidden: int = 64
     """Width of the side network's control."""
+    preserve_weight: float = 1.0
+    """Focus-N-Fix (``region=``): weight of the closed-form KL outside the region (the preservation loss)."""
+    log_every: int = 10
+    """Iterations between logged records (``history`` and TensorBoard)."""
+    image_every: int = 50
+    """Iterations between sample grids in TensorBoard (images only)."""
+    checkpoint_every: int = 25
+    """Iterations between checkpoints (with ``run_dir``)."""
 
 
 @dataclass
@@ -122,13 +147,29 @@ class FinetuneResult:
     held_out_reward: float = float("nan")
     """Mean held-out (monitor) reward of the same samples (NaN without one)."""
     seconds: float = 0.0
+    sample_shape: tuple[int, ...] = (2,)
+    """The shape of one sample."""
+    conditions: torch.Tensor | None = None
+    """The conditions it was fine-tuned on (None: unconditional); :meth:`sample` cycles through them by default."""
+
+    def _condition(self, n: int, condition: Any) -> Any:
+        if condition is None and self.conditions is not None:
+            return self.conditions[torch.arange(n) % len(self.conditions)]
+        return condition
 
     def sample(self, n: int, seed: int = 0, condition: Any = None) -> torch.Tensor:
-        """``[n, ...]`` samples of the fine-tuned model."""
-        shape = (n, *self._shape)
-        return rollout(self.model, self.steps, shape, torch.Generator().manual_seed(int(seed)), condition).samples
+        """``[n, *sample_shape]`` samples of the fine-tuned model (``condition``: one per sample; default: the
+        fine-tuning conditions in turn)."""
+        return rollout(self.model, self.steps, (n, *self.sample_shape), torch.Generator().manual_seed(int(seed)),
+                       self._condition(n, condition)).samples
 
-    _shape: tuple[int, ...] = (2,)
+    def sample_pair(self, n: int, seed: int = 0, condition: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(fine-tuned, reference)`` samples drawn with the same noise, so that what fine-tuning changed in each
+        sample is their difference."""
+        condition = self._condition(n, condition)
+        shape = (n, *self.sample_shape)
+        return tuple(rollout(m, self.steps, shape, torch.Generator().manual_seed(int(seed)), condition).samples
+                     for m in (self.model, self.reference))  # type: ignore[return-value]
 
 
 @dataclass
@@ -172,8 +213,8 @@ def knn_kl(p_samples: torch.Tensor, q_samples: torch.Tensor, k: int = 5) -> floa
     return float(d * torch.log(nu / rho).mean() + math.log(y.shape[0] / (n - 1)))
 
 
-def _rewards(reward_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    r = reward_fn(x)
+def _rewards(reward_fn: Callable[..., torch.Tensor], x: torch.Tensor, condition: Any = None) -> torch.Tensor:
+    r = reward_fn(x) if condition is None else reward_fn(x, condition)
     if not isinstance(r, torch.Tensor) or r.shape != (x.shape[0],):
         got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
         raise ValueError(f"reward_fn must map [N, ...] samples to an [N] tensor, got {got} for N = {x.shape[0]}.")
@@ -195,51 +236,214 @@ class ValueBaseline(nn.Module):
 
 
 def _step_terms(model: nn.Module, reference: nn.Module, steps: GaussianSteps, traj: Trajectory, i: int,
-                kl_weight: float, divergence: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log π_θ(x_{i+1} | x_i) [N], regulariser [N])`` of step ``i`` with gradients."""
+                kl_weight: float, divergence: str | None, region: torch.Tensor | None = None,
+                preserve_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log π_θ(x_{i+1} | x_i) [N], weighted regulariser [N])`` of step ``i`` with gradients.
+
+    With a ``region`` (Focus-N-Fix): the log-prob of the region's pixels only, ``kl_weight`` × the divergence
+    inside it and ``preserve_weight`` × the closed-form KL outside it."""
     x_t, x_next = traj.states[i], traj.states[i + 1]
     t = int(steps.timesteps[i])
     mean = steps.mean(x_t, predict_noise(model, x_t, t, traj.condition), i)
-    log_prob = steps.log_prob(x_next, mean, i)
-    if kl_weight == 0:
+    log_prob = steps.log_prob(x_next, mean, i, mask=region)
+    if kl_weight == 0 and region is None:
         return log_prob, torch.zeros_like(log_prob)
     with torch.no_grad():
         ref_mean = steps.mean(x_t, predict_noise(reference, x_t, t, traj.condition), i)
+    if region is not None:
+        inside = steps.kl(mean, ref_mean, i, mask=region)
+        if divergence == "chi2":
+            inside = torch.expm1(2 * inside)
+        return log_prob, kl_weight * inside + preserve_weight * steps.kl(mean, ref_mean, i, mask=~region)
     if divergence is None:  # closed-form KL
-        return log_prob, steps.kl(mean, ref_mean, i)
-    return log_prob, steps.divergence(mean, ref_mean, i, divergence)
+        return log_prob, kl_weight * steps.kl(mean, ref_mean, i)
+    return log_prob, kl_weight * steps.divergence(mean, ref_mean, i, divergence)
 
 
-def _denoising_loss(model: nn.Module, x0: torch.Tensor, alpha_bar: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def region_log_probs(steps: GaussianSteps, traj: Trajectory, region: torch.Tensor) -> torch.Tensor:
+    """``[S, N]`` the sampling model's log-probs of the region's pixels at every step, from the stored noise
+    (``x' − μ = σ · noise``), for the ratio of the region-restricted policy gradient."""
+    count = region.flatten(1).sum(1).float()
+    out = []
+    for i in range(steps.num_steps):
+        sq = (traj.noise[i].pow(2) * region).flatten(1).sum(1)
+        out.append(-0.5 * sq - count * (torch.log(steps.std[i]) + 0.5 * math.log(2 * math.pi)))
+    return torch.stack(out)
+
+
+def _per_condition_normalised(r: torch.Tensor, condition: Any) -> torch.Tensor:
+    """DDPO's per-prompt advantage normalisation for integer-label conditions, else the batch's."""
+    if not isinstance(condition, torch.Tensor) or condition.dim() != 1 or condition.is_floating_point():
+        return normalize_advantages(r)
+    out = torch.empty_like(r)
+    for value in condition.unique():
+        rows = condition == value
+        group = r[rows]
+        out[rows] = (group - group.mean()) / (group.std(unbiased=False) + 1e-8) if rows.sum() > 1 else 0.0
+    return out
+
+
+def _draw_conditions(conditions: torch.Tensor | None, n: int, g: torch.Generator) -> torch.Tensor | None:
+    if conditions is None:
+        return None
+    return conditions[torch.randint(len(conditions), (n,), generator=g)]
+
+
+def _rwr_weights(r: torch.Tensor, kl_weight: float, condition: Any) -> torch.Tensor:
+    """softmax(r/β) over the data set, per condition for integer labels (``p*(x|c) ∝ p_ref(x|c) e^{r(x,c)/β}``
+    keeps each condition's share of the data)."""
+    if not isinstance(condition, torch.Tensor) or condition.dim() != 1 or condition.is_floating_point():
+        return rwr_weights(r, kl_weight)
+    weights = torch.empty_like(r)
+    for value in condition.unique():
+        rows = condition == value
+        weights[rows] = rwr_weights(r[rows], kl_weight) * rows.float().mean()
+    return weights
+
+
+def _denoising_loss(model: nn.Module, x0: torch.Tensor, alpha_bar: torch.Tensor, g: torch.Generator,
+                    condition: Any = None) -> torch.Tensor:
     """DDPM's ε-prediction loss at random timesteps."""
     t = torch.randint(alpha_bar.shape[0], (x0.shape[0],), generator=g)
     eps = torch.randn(x0.shape, generator=g)
     a = alpha_bar[t].reshape(-1, *[1] * (x0.dim() - 1))
-    return (predict_noise(model, a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps).pow(2).mean()
+    return (predict_noise(model, a.sqrt() * x0 + (1 - a).sqrt() * eps, t, condition) - eps).pow(2).mean()
 
 
-def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor], torch.Tensor],
+def _check_conditions(conditions: Any) -> torch.Tensor | None:
+    if conditions is None:
+        return None
+    if not isinstance(conditions, torch.Tensor) or conditions.dim() < 1 or len(conditions) == 0:
+        got = f"shape {list(conditions.shape)}" if isinstance(conditions, torch.Tensor) else type(conditions).__name__
+        raise ValueError(f"conditions must be a non-empty tensor of conditions (class labels [M], or embeddings "
+                         f"[M, ...]) that batches are drawn from, got {got}.")
+    return conditions
+
+
+def _region_mask(region: Callable[..., torch.Tensor], x0: torch.Tensor, condition: Any) -> torch.Tensor:
+    mask = region(x0) if condition is None else region(x0, condition)
+    if not isinstance(mask, torch.Tensor) or mask.shape != x0.shape:
+        got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"region must map [N, ...] samples to a per-element deficiency map of the same shape "
+                         f"{list(x0.shape)} (bool, or probabilities thresholded at 0.5), got {got}.")
+    return mask if mask.dtype == torch.bool else mask > 0.5
+
+
+def _trainable_state(policy: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights that train (the frozen backbone is rebuilt from the pretrained model on resume)."""
+    names = {name for name, p in policy.named_parameters() if p.requires_grad}
+    return {k: v.clone() for k, v in policy.state_dict().items() if k in names}
+
+
+def _save_state(run_dir: str | Path, settings: dict[str, Any], iteration: int, policy: nn.Module,
+                optimizer: torch.optim.Optimizer, value: nn.Module | None, value_opt: torch.optim.Optimizer | None,
+                g: torch.Generator, history: list[dict[str, float]]) -> None:
+    agent = {"policy": _trainable_state(policy), "optimizer": optimizer.state_dict(),
+             "value": None if value is None else value.state_dict(),
+             "value_optimizer": None if value_opt is None else value_opt.state_dict(), "history": list(history)}
+    save_checkpoint(Path(run_dir) / CHECKPOINT, {"config": settings, "step": iteration, "agent": agent,
+                                                 "rng": {"generator": g.get_state()}})
+
+
+def _load_state(run_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
+    saved = load_latest_checkpoint(run_dir)
+    for key, value in settings.items():
+        if saved["config"].get(key) != value:
+            raise ValueError(f"cannot resume {run_dir}: its {key} is {saved['config'].get(key)!r}, this call's is "
+                             f"{value!r}; resume with the run's own settings (only steps may change).")
+    return saved
+
+
+def _restore(saved: dict[str, Any], policy: nn.Module, optimizer: torch.optim.Optimizer, value: nn.Module | None,
+             value_opt: torch.optim.Optimizer | None, g: torch.Generator, history: list[dict[str, float]]) -> int:
+    agent = saved["agent"]
+    missing = set(_trainable_state(policy)) - set(agent["policy"])
+    if missing:
+        raise ValueError(f"the checkpoint lacks trainable weights {sorted(missing)[:3]}...; it is of another model.")
+    policy.load_state_dict(agent["policy"], strict=False)
+    optimizer.load_state_dict(agent["optimizer"])
+    if value is not None:
+        value.load_state_dict(agent["value"])
+        value_opt.load_state_dict(agent["value_optimizer"])
+    g.set_state(saved["rng"]["generator"])
+    history.extend(agent["history"])
+    return int(saved["step"])
+
+
+class _Logger:
+    """TensorBoard scalars and sample grids of a fine-tuning run (``log_dir=None``: nothing is written)."""
+
+    def __init__(self, log_dir: str | Path | None, image_every: int, purge_step: int | None = None) -> None:
+        self.writer = None
+        self.image_every = image_every
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # A resumed run drops the events logged after its checkpoint, which it logs again.
+            self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def scalars(self, record: dict[str, float]) -> None:
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self.writer.add_scalar(f"finetune/{key}", value, record["step"])
+
+    def samples(self, x: torch.Tensor, step: int, force: bool = False) -> None:
+        """A grid of at most 64 samples when they are images (``[N, 1 or 3, H, W]``), every ``image_every``."""
+        if self.writer is None or x.dim() != 4 or x.shape[1] not in (1, 3):
+            return
+        if force or step % self.image_every == 0:
+            self.writer.add_images("finetune/samples", ((x[:64].clamp(-1, 1) + 1) / 2), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Tensor],
              method: str = "dpok", kl_weight: float = 0.1, steps: int = 300, seed: int = 0,
              config: FinetuneConfig | None = None, sample_shape: tuple[int, ...] = (2,),
              progress: bool = False,
-             held_out_reward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> FinetuneResult:
+             held_out_reward: Callable[..., torch.Tensor] | None = None, *,
+             conditions: torch.Tensor | None = None,
+             region: Callable[..., torch.Tensor] | None = None,
+             log_dir: str | Path | None = None,
+             run_dir: str | Path | None = None, resume: bool = False) -> FinetuneResult:
     """Fine-tune a copy of ``model`` to maximise ``reward_fn`` with ``kl_weight`` × a divergence to ``model``.
 
     Args:
         model: the pretrained ε-denoiser (left unchanged: a copy is trained, the original is the reference).
         scheduler: its ``diffusers`` ``DDPMScheduler`` or ``DDIMScheduler`` (eta 1).
-        reward_fn: ``[N, ...]`` samples to ``[N]`` rewards, on the samples' device.
+        reward_fn: ``[N, ...]`` samples to ``[N]`` rewards, on the samples' device; with ``conditions``, called
+            as ``reward_fn(samples, condition)`` with the batch's ``[N, ...]`` conditions.
         method: ``"dpok"``, ``"ppo"``, ``"rwr"`` or ``"fpg"`` (see the module docstring).
         kl_weight: β.
         steps: iterations (sampled batches; for rwr, gradient steps).
         seed: seed of the sampling, the minibatches and the value network.
         config: other settings (:class:`FinetuneConfig`).
-        sample_shape: the shape of one sample (``(2,)`` for the ring).
+        sample_shape: the shape of one sample (``(2,)`` for the ring, ``(1, 8, 8)`` for digits).
         progress: show a progress bar.
         held_out_reward: the reward-hacking monitor: a second reward that is never optimised (for example a
             classifier trained on a disjoint split), scored on the same samples and logged beside ``reward_fn``
             and the KL in ``history`` and in :attr:`FinetuneResult.held_out_reward`, so that a gap between the
-            optimised and the held-out reward is a number.
+            optimised and the held-out reward is a number. Called like ``reward_fn``.
+        conditions: the prompts to fine-tune on (class labels ``[M]`` for a ``UNet2DModel``, embeddings for a
+            ``UNet2DConditionModel``); each sample's condition is drawn from them. None: unconditional.
+        region: Focus-N-Fix (region-aware fixing, methods dpok, ppo and fpg): a per-element deficiency map
+            ``region(samples[, condition]) -> [N, ...]`` (bool, or probabilities thresholded at 0.5; for example
+            a trained localized reward model). Each batch is sampled twice with the same noise, by the reference
+            and by the model; the reference's sample gives the region. The policy gradient then reads the
+            log-prob of the region's pixels only, ``kl_weight`` weighs the divergence inside it, and
+            ``config.preserve_weight`` × the closed-form per-step KL outside it keeps the output there equal to
+            the original model's for the same noise (see the module docstring).
+        log_dir: write TensorBoard logs there: reward, held-out reward, KL to the reference (and the region's
+            share with ``region``) at every logged iteration, and grids of samples (images only).
+        run_dir: keep a checkpoint there (``checkpoint.pt``, every ``config.checkpoint_every`` iterations and at
+            the end, written atomically with the previous one kept) holding everything the loop needs to
+            continue: the trainable weights, the optimisers, the value baseline, the generator and the history.
+            TensorBoard logs go there too unless ``log_dir`` says otherwise.
+        resume: continue from ``run_dir``'s checkpoint: the run then ends bit for bit as if it had not
+            stopped (tested). The settings must be the checkpoint's (``steps`` may grow).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}.")
@@ -247,58 +451,107 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
         raise ValueError(f"kl_weight must be >= 0 (> 0 for rwr, the temperature of its weights), got {kl_weight!r}.")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
+    if region is not None and method == "rwr":
+        raise ValueError("region (Focus-N-Fix) restricts a policy gradient to the region; use method 'dpok', 'ppo' "
+                         "or 'fpg', not 'rwr'.")
+    conditions = _check_conditions(conditions)
     c = config or FinetuneConfig()
+    if resume and run_dir is None:
+        raise ValueError("resume=True continues the checkpoint in run_dir; give run_dir.")
+    settings = {"method": method, "kl_weight": float(kl_weight), "seed": int(seed), "config": asdict(c),
+                "sample_shape": list(sample_shape), "region": region is not None,
+                "conditions": None if conditions is None else conditions.tolist()}
+    if run_dir is not None and not resume and (Path(run_dir) / CHECKPOINT).exists():
+        raise ValueError(f"{run_dir} already holds a fine-tuning checkpoint; continue it with resume=True or give "
+                         "another run_dir. Nothing was changed.")
+    saved = _load_state(run_dir, settings) if resume else None
     start = time.perf_counter()
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):  # new layers (LoRA, side network) are seeded, the global RNG untouched
-        torch.manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):  # new layers (LoRA, side network, value) are seeded, the global RNG
+        torch.manual_seed(int(seed))           # untouched
         policy = make_trainable(copy.deepcopy(model), c.trainable, c.lora_rank, c.side_hidden).train()
+        value = ValueBaseline(int(torch.Size(sample_shape).numel())) if method == "dpok" else None
     params = [p for p in policy.parameters() if p.requires_grad]
     gsteps = GaussianSteps.from_scheduler(scheduler, c.num_inference_steps)
     optimizer = torch.optim.Adam(params, lr=c.learning_rate)
     g = torch.Generator().manual_seed(int(seed))
     shape = (c.batch_size, *sample_shape)
     history: list[dict[str, float]] = []
+    value_opt = torch.optim.Adam(value.parameters(), lr=c.value_learning_rate) if value is not None else None
+    first = 0
+    if method == "rwr":  # its data set is drawn first, from the seeded generator: a resume draws it again
+        data_condition = _draw_conditions(conditions, c.rwr_samples, g)
+        data = rollout(reference, gsteps, (c.rwr_samples, *sample_shape), g, data_condition).samples
+    if saved is not None:
+        first = _restore(saved, policy, optimizer, value, value_opt, g, history)
+        if first > steps:
+            raise ValueError(f"the checkpoint in {run_dir} is at iteration {first}, past steps={steps}.")
+    logger = _Logger(log_dir if log_dir is not None else run_dir, c.image_every, purge_step=first or None)
+
+    def save(iteration: int) -> None:
+        if run_dir is not None:
+            _save_state(run_dir, settings, iteration, policy, optimizer, value, value_opt, g, history)
+
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(steps), desc=f"finetune {method}", disable=not progress, leave=False)
+    bar = tqdm(range(first, steps), desc=f"finetune {method}", disable=not progress, leave=False,
+               initial=first, total=steps)
     if method == "rwr":
-        data = rollout(reference, gsteps, (c.rwr_samples, *sample_shape), g).samples
         # softmax(r/β) over the whole data set (the weights of p* ∝ p_ref exp(r/β)), applied by resampling: a
         # minibatch drawn in proportion to the weights has the weighted loss's expectation at far less variance
         # than weighting a uniform minibatch whose few high-reward samples carry all the weight.
-        weights = rwr_weights(_rewards(reward_fn, data), kl_weight)
+        weights = _rwr_weights(_rewards(reward_fn, data, data_condition), kl_weight, data_condition)
         ess = float(weights.sum() ** 2 / weights.pow(2).sum())
         alpha_bar = scheduler.alphas_cumprod.float()
         for it in bar:
             rows = torch.multinomial(weights, c.batch_size, replacement=True, generator=g)
-            loss = _denoising_loss(policy, data[rows], alpha_bar, g)
+            loss = _denoising_loss(policy, data[rows], alpha_bar, g, _index(data_condition, rows))
             if c.pretrain_weight > 0:
                 uniform = torch.randint(c.rwr_samples, (c.batch_size,), generator=g)
-                loss = loss + c.pretrain_weight * _denoising_loss(policy, data[uniform], alpha_bar, g)
+                loss = loss + c.pretrain_weight * _denoising_loss(policy, data[uniform], alpha_bar, g,
+                                                                  _index(data_condition, uniform))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, c.max_grad_norm)
             optimizer.step()
-            if it % 50 == 0 or it == steps - 1:
+            if it % c.log_every == 0 or it == steps - 1:
                 record = {"step": it, "loss": float(loss.detach()), "ess": ess}
-                if held_out_reward is not None:
+                if held_out_reward is not None or log_dir is not None:
+                    probe_condition = _draw_conditions(conditions, c.batch_size, g)
                     with torch.no_grad():
-                        probe = rollout(policy.eval(), gsteps, shape, torch.Generator().manual_seed(int(seed) + it))
+                        probe = rollout(policy.eval(), gsteps, shape, torch.Generator().manual_seed(int(seed) + it),
+                                        probe_condition, reference=reference)
                     policy.train()
-                    record.update(reward=float(_rewards(reward_fn, probe.samples).mean()),
-                                  held_out_reward=float(_rewards(held_out_reward, probe.samples).mean()))
+                    record.update(reward=float(_rewards(reward_fn, probe.samples, probe_condition).mean()),
+                                  kl=float(probe.kl.sum(0).mean()))
+                    if held_out_reward is not None:
+                        record["held_out_reward"] = float(_rewards(held_out_reward, probe.samples,
+                                                                   probe_condition).mean())
+                    logger.samples(probe.samples, it, force=it == steps - 1)
                 history.append(record)
+                logger.scalars(record)
+            if (it + 1) % c.checkpoint_every == 0:
+                save(it + 1)
     else:
-        value = ValueBaseline(int(torch.Size(sample_shape).numel())) if method == "dpok" else None
-        value_opt = torch.optim.Adam(value.parameters(), lr=c.value_learning_rate) if value is not None else None
         divergence = c.divergence if method == "fpg" else None
         s_count = gsteps.num_steps
         for it in bar:
+            condition = _draw_conditions(conditions, c.batch_size, g)
+            mask = old_log_probs = None
+            if region is not None:  # the same noise for both samplers: the reference's sample gives the region
+                noise_seed = int(torch.randint(2 ** 62, (1,), generator=g))
+                ref_samples = rollout(reference, gsteps, shape, torch.Generator().manual_seed(noise_seed),
+                                      condition).samples
+                mask = _region_mask(region, ref_samples, condition)
+                sampler = torch.Generator().manual_seed(noise_seed)
+            else:
+                sampler = g
             policy.eval()
-            traj = rollout(policy, gsteps, shape, g, reference=reference if kl_weight > 0 else None)
+            traj = rollout(policy, gsteps, shape, sampler, condition,
+                           reference=reference if kl_weight > 0 or region is not None else None)
             policy.train()
-            r = _rewards(reward_fn, traj.samples)
+            old_log_probs = traj.log_probs if mask is None else region_log_probs(gsteps, traj, mask)
+            r = _rewards(reward_fn, traj.samples, condition)
             times = gsteps.timesteps
             if value is not None:
                 states = traj.states[:-1].flatten(0, 1)
@@ -309,42 +562,57 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[[torch.Tensor
                 value_opt.zero_grad(set_to_none=True)
                 v_loss.backward()
                 value_opt.step()
-            elif method == "ppo":  # DDPO: normalised returns (its KL weight is then relative to them)
-                advantages = normalize_advantages(r)[None, :].expand(s_count, -1)
+            elif method == "ppo":  # DDPO: normalised returns, per prompt (its KL weight is then relative to them)
+                advantages = _per_condition_normalised(r, condition)[None, :].expand(s_count, -1)
             else:  # the batch mean as the baseline: advantages stay in reward units, so β weighs the KL exactly
                 advantages = (r - r.mean())[None, :].expand(s_count, -1)
             for _ in range(c.update_epochs):
                 order = torch.randperm(s_count, generator=g).tolist()
                 for i in order:  # one minibatch per denoising step: the batch's transitions at that step
-                    log_prob, reg = _step_terms(policy, reference, gsteps, traj, i, kl_weight, divergence)
-                    pg, _ = clipped_pg_loss(log_prob, traj.log_probs[i], advantages[i], c.clip_coef)
-                    loss = pg + kl_weight * reg.mean()
+                    log_prob, reg = _step_terms(policy, reference, gsteps, traj, i, kl_weight, divergence, mask,
+                                                c.preserve_weight)
+                    pg, _ = clipped_pg_loss(log_prob, old_log_probs[i], advantages[i], c.clip_coef)
+                    loss = pg + reg.mean()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     nn.utils.clip_grad_norm_(params, c.max_grad_norm)
                     optimizer.step()
-            if it % 10 == 0 or it == steps - 1:
+            if it % c.log_every == 0 or it == steps - 1:
                 record = {"step": it, "reward": float(r.mean()), "kl": float(traj.kl.sum(0).mean())}
                 if held_out_reward is not None:
-                    record["held_out_reward"] = float(_rewards(held_out_reward, traj.samples).mean())
+                    record["held_out_reward"] = float(_rewards(held_out_reward, traj.samples, condition).mean())
+                if mask is not None:
+                    record["region_share"] = float(mask.float().mean())
                 history.append(record)
+                logger.scalars(record)
+                logger.samples(traj.samples, it, force=it == steps - 1)
                 bar.set_postfix(reward=f"{float(r.mean()):.3f}", kl=f"{float(traj.kl.sum(0).mean()):.3f}")
+            if (it + 1) % c.checkpoint_every == 0:
+                save(it + 1)
+    if first < steps:
+        save(steps)
+    logger.close()
     policy.eval().requires_grad_(False)
     result = FinetuneResult(policy, reference, scheduler, gsteps, method, float(kl_weight), history,
-                            sum(p.numel() for p in params))
-    result._shape = tuple(sample_shape)
+                            sum(p.numel() for p in params), sample_shape=tuple(sample_shape), conditions=conditions)
+    eval_condition = result._condition(c.eval_samples, None)
     final = rollout(policy, gsteps, (c.eval_samples, *sample_shape), torch.Generator().manual_seed(int(seed) + 1),
-                    reference=reference)
+                    eval_condition, reference=reference)
     result.trajectory_kl = result.kl_to_reference = float(final.kl.sum(0).mean())
     if final.samples[0].numel() <= 8:
-        ref = rollout(reference, gsteps, (c.eval_samples, *sample_shape), torch.Generator().manual_seed(int(seed) + 2))
+        ref = rollout(reference, gsteps, (c.eval_samples, *sample_shape), torch.Generator().manual_seed(int(seed) + 2),
+                      eval_condition)
         result.marginal_kl = result.kl_to_reference = knn_kl(final.samples, ref.samples)
-    result.expected_reward = float(_rewards(reward_fn, final.samples).mean())
+    result.expected_reward = float(_rewards(reward_fn, final.samples, eval_condition).mean())
     if held_out_reward is not None:
-        result.held_out_reward = float(_rewards(held_out_reward, final.samples).mean())
+        result.held_out_reward = float(_rewards(held_out_reward, final.samples, eval_condition).mean())
     result.seconds = time.perf_counter() - start
     return result
 
 
+def _index(condition: Any, rows: torch.Tensor) -> Any:
+    return None if condition is None else condition[rows]
+
+
 __all__ = ["METHODS", "FinetuneConfig", "FinetuneResult", "KLOptimum", "ValueBaseline", "finetune", "kl_optimum",
-           "knn_kl"]
+           "knn_kl", "region_log_probs"]

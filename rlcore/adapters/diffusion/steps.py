@@ -118,15 +118,22 @@ class GaussianSteps:
             x0 = x0.clamp(-self.clip, self.clip)
         return self.coef_x0[i] * x0 + self.coef_eps[i] * eps + self.coef_xt[i] * x_t
 
-    def log_prob(self, x_prev: torch.Tensor, mean: torch.Tensor, i: int) -> torch.Tensor:
-        """``log π(x_prev | x_t)`` ``[N]``, summed over every non-batch dimension."""
-        d = x_prev[0].numel()
-        sq = (x_prev - mean).pow(2).flatten(1).sum(1)
+    def log_prob(self, x_prev: torch.Tensor, mean: torch.Tensor, i: int,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``log π(x_prev | x_t)`` ``[N]``, summed over every non-batch dimension, or, with ``mask`` (bool, the
+        samples' shape), over the masked elements only: the log-prob of that region's marginal (the dimensions
+        are independent given ``x_t``), whose gradient does not reach the mean outside it."""
         sigma = self.std[i]
-        return -sq / (2 * sigma ** 2) - d * torch.log(sigma) - 0.5 * d * math.log(2 * math.pi)
+        per_element = -(x_prev - mean).pow(2) / (2 * sigma ** 2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
+        if mask is not None:
+            per_element = per_element * mask
+        return per_element.flatten(1).sum(1)
 
-    def kl(self, mean: torch.Tensor, ref_mean: torch.Tensor, i: int) -> torch.Tensor:
-        """Closed-form ``KL(π_θ(·|x_t) ‖ π_ref(·|x_t))`` ``[N]`` of step ``i`` (same σ: ``‖μ − μ_ref‖² / 2σ²``)."""
+    def kl(self, mean: torch.Tensor, ref_mean: torch.Tensor, i: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Closed-form ``KL(π_θ(·|x_t) ‖ π_ref(·|x_t))`` ``[N]`` of step ``i`` (same σ: ``‖μ − μ_ref‖² / 2σ²``);
+        with ``mask``, the KL of the masked elements' marginals."""
+        if mask is not None:
+            return ((mean - ref_mean).pow(2) * mask).flatten(1).sum(1) / (2 * self.std[i] ** 2)
         log_std = torch.log(self.std[i]).expand(mean[0].numel())
         return diag_gaussian_kl(mean.flatten(1), log_std, ref_mean.flatten(1), log_std, reduction="none")
 

@@ -5,6 +5,10 @@ MLP ε-denoiser pretrained by the library on samples of it under a ``diffusers``
 timesteps, linear β from 1e-4 to 0.02 scaled to 100 steps, no sample clipping) and sampled with 20 Gaussian
 steps. The weights are cached under ``$RLCORE_CACHE_DIR`` (default ``~/.cache/rlcore``)
 ``/diffusion/ring-<hash>.pt``, written atomically; the hash covers every setting of :class:`RingConfig`.
+
+:func:`digits` (from :mod:`~rlcore.adapters.diffusion.digits`): scikit-learn's 8x8 digits with a
+class-conditional ``diffusers`` ``UNet2DModel``, the classifiers that reward it and a localized defect with its
+trained detector.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from rlcore.adapters.cache import cache_file, save_atomic
+from rlcore.adapters.diffusion.digits import DigitsBed, DigitsConfig, digits
 from rlcore.adapters.diffusion.sampling import rollout
 from rlcore.adapters.diffusion.steps import GaussianSteps
 from rlcore.networks.embeddings import timestep_embedding
@@ -163,4 +168,5 @@ def ring(seed: int = 0, cache_dir: str | Path | None = None, **overrides: Any) -
     return TestBed(model, scheduler, config.inference_steps, config)
 
 
-__all__ = ["MLPDenoiser", "RingConfig", "TestBed", "cache_path", "pretrain", "ring", "ring_data"]
+__all__ = ["DigitsBed", "DigitsConfig", "MLPDenoiser", "RingConfig", "TestBed", "cache_path", "digits", "pretrain",
+           "ring", "ring_data"]
