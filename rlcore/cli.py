@@ -5,6 +5,7 @@
     rlcore train slate [slateq|ppo] [...]     train a slate agent (rlcore.adapters.slate; --resume as above)
     rlcore train dialogue [ppo|q] [...]       train a dialogue manager (rlcore.adapters.dialogue; --resume too)
     rlcore train diffusion [...]              fine-tune a test bed's diffusion model (rlcore.adapters.diffusion)
+    rlcore train retrieval [...]              R4T fan-out retrieval on a catalogue (rlcore.adapters.retrieval)
     rlcore eval RUN_DIR [--episodes 10]       evaluate the saved agent of a run (on its evaluation seeds)
     rlcore solvers                            list the registered max-Q solvers
 """
@@ -47,6 +48,10 @@ def train_main(argv: list[str]) -> int:
         from rlcore.adapters.diffusion.cli import train_main as diffusion_train_main
 
         return diffusion_train_main(argv)
+    if name == "retrieval":  # and the retrieval adapter (rlcore.adapters.retrieval.cli)
+        from rlcore.adapters.retrieval.cli import train_main as retrieval_train_main
+
+        return retrieval_train_main(argv)
     try:
         algorithm = algos.get(name)
     except ValueError as error:
@@ -128,6 +133,9 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
             raise ValueError(f"{run_dir} is a dialogue run; its environment is rebuilt from its config, so leave env "
                              "unset.")
         return dialogue_evaluate_run(run_dir, episodes, seed, device)
+    if name == "retrieval-r4t":
+        raise ValueError(f"{run_dir} is a retrieval run; every retriever's evaluation is in "
+                         f"{Path(run_dir) / 'summary.json'}.")
     if name == "diffusion":  # no episodes to replay: a fine-tuning run scores samples, at the end of training
         raise ValueError(f"{run_dir} is a diffusion fine-tuning run; its final reward, held-out reward and KL are in "
                          f"{Path(run_dir) / 'summary.json'} (continue it with `rlcore train diffusion --resume "

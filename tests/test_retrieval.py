@@ -348,6 +348,42 @@ def test_ppo_fan_out_is_deterministic_in_its_seed_and_leaves_the_global_rng_alon
     assert torch.equal(untrained.retrieve(cat.intents[:4], 5)[:, :5], cat.index.search(cat.intents[:4], 5)[1])
 
 
+def test_ppo_fan_out_resumes_bit_for_bit_from_its_checkpoint(cat, tmp_path):
+    config = retrieval.FanOutPPOConfig(num_envs=8, iterations=6, epochs=2, top_k=5, num_subqueries=3, seed=4)
+    whole = retrieval.train_fanout(cat, config)
+    import dataclasses
+
+    retrieval.train_fanout(cat, dataclasses.replace(config, iterations=4), run_dir=tmp_path, checkpoint_every=2)
+    with pytest.raises(ValueError, match="already holds a fan-out checkpoint"):
+        retrieval.train_fanout(cat, config, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="its learning_rate is"):
+        retrieval.train_fanout(cat, dataclasses.replace(config, learning_rate=1e-2), run_dir=tmp_path, resume=True)
+    resumed = retrieval.train_fanout(cat, config, run_dir=tmp_path, resume=True)
+    assert resumed.history == whole.history
+    for (name, a), b in zip(whole.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_rlcore_train_retrieval_writes_and_resumes_a_run(tmp_path):
+    import json
+
+    from rlcore.adapters.retrieval.cli import train_main
+
+    run = tmp_path / "run"
+    small = ["--catalogue.num-items", "1200", "--catalogue.num-clusters", "12", "--catalogue.num-intents", "40",
+             "--catalogue.dim", "8", "--ppo.num-envs", "16", "--samples-per-intent", "2", "--keep", "1",
+             "--diffusion.train-steps", "20", "--checkpoint-every", "1"]
+    assert train_main([*small, "--ppo.iterations", "2", "--run-dir", str(run)]) == 0
+    assert {"config.json", "checkpoint.pt", "policy.pt", "retriever.pt", "summary.json"} <= {
+        p.name for p in run.iterdir()}
+    assert train_main(["--resume", str(run), "--ppo.iterations", "3"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ppo_iterations"] == 3
+    assert set(summary["retrievers"]) == {"single query", "naive fan-out", "MMR", "set-reward greedy", "RL fan-out",
+                                          "distilled"}
+    assert 0 <= summary["retrievers"]["RL fan-out"]["test"]["coverage"] <= 1
+
+
 def test_synthesised_pairs_keep_the_best_sampled_sets_and_replay_exactly(cat):
     policy = retrieval.train_fanout(cat, retrieval.FanOutPPOConfig(num_envs=8, iterations=2, epochs=1, seed=0)).policy
     pairs = retrieval.synthesise_pairs(policy, cat, split="train", samples_per_intent=6, keep=2, top_k=10, seed=1)

@@ -20,15 +20,17 @@ Deliberate choices:
   R4T trains with Soft-GRPO): intents differ much more in how coverable they are than rollouts of one intent
   do, and a learned value over a few hundred intents is slow to see that. ``group_size=1`` uses the learned
   value instead. Advantages are normalised per batch; the losses are the shared ``clipped_pg_loss`` and
-  ``value_loss``. A compact loop of its own rather than :mod:`rlcore.loops` (no run directory or checkpoints
-  yet: see the tutorial's "not yet there" list).
+  ``value_loss``. A compact loop of its own rather than :mod:`rlcore.loops`'s on-policy loop (episodes of
+  exactly K steps that all end together, scored as sets), with the same checkpoint files (``run_dir=``,
+  ``resume=True``), which ``rlcore train retrieval`` uses.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,6 +38,7 @@ from torch import nn
 from rlcore.adapters.retrieval.catalogue import Catalogue
 from rlcore.adapters.retrieval.env import FanOutRetrievalEnv, fanout_observation, unit
 from rlcore.adapters.retrieval.rewards import SetRewardConfig
+from rlcore.loops.checkpoint import CHECKPOINT, load_latest_checkpoint, save_checkpoint
 from rlcore.networks.distributions import DiagGaussian
 from rlcore.objectives import clipped_pg_loss, discounted_returns, normalize_advantages, value_loss
 
@@ -162,9 +165,38 @@ class FanOutTrainResult:
     seconds: float
 
 
-def train_fanout(catalogue: Catalogue, config: FanOutPPOConfig | None = None) -> FanOutTrainResult:
-    """Train a :class:`FanOutPolicy` by PPO on the catalogue's train intents (see the module docstring)."""
+def _save(run_dir: Path, config: FanOutPPOConfig, iteration: int, policy: FanOutPolicy,
+          optimizer: torch.optim.Optimizer, env: FanOutRetrievalEnv, obs: dict[str, torch.Tensor],
+          generator: torch.Generator, history: list[dict[str, float]]) -> None:
+    agent = {"policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "env": env.state_dict(),
+             "obs": obs, "history": list(history)}
+    save_checkpoint(run_dir / CHECKPOINT, {"config": asdict(config), "step": iteration, "agent": agent,
+                                           "rng": {"generator": generator.get_state()}})
+
+
+def train_fanout(catalogue: Catalogue, config: FanOutPPOConfig | None = None, *, run_dir: str | Path | None = None,
+                 resume: bool = False, checkpoint_every: int = 25, progress: bool = False) -> FanOutTrainResult:
+    """Train a :class:`FanOutPolicy` by PPO on the catalogue's train intents (see the module docstring).
+
+    Args:
+        catalogue: the catalogue.
+        config: PPO settings.
+        run_dir: keep a checkpoint there (``checkpoint.pt``, every ``checkpoint_every`` iterations and at the end,
+            written atomically beside the previous one): the policy, the optimiser, the environment's state and
+            observations, the generator and the history.
+        resume: continue from ``run_dir``'s checkpoint; the run ends bit for bit as if it had not stopped (its
+            config must be the checkpoint's, except ``iterations``, which may grow).
+        checkpoint_every: iterations between checkpoints.
+        progress: show a progress bar.
+    """
     c = config or FanOutPPOConfig()
+    if resume and run_dir is None:
+        raise ValueError("resume=True continues the checkpoint in run_dir; give run_dir.")
+    if run_dir is not None and not resume and (Path(run_dir) / CHECKPOINT).exists():
+        raise ValueError(f"{run_dir} already holds a fan-out checkpoint; continue it with resume=True or give "
+                         "another run_dir. Nothing was changed.")
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}.")
     if c.iterations < 1 or c.epochs < 1 or c.num_envs < 1:
         raise ValueError(f"iterations, epochs and num_envs must be >= 1, got {c.iterations}, {c.epochs}, "
                          f"{c.num_envs}.")
@@ -180,8 +212,26 @@ def train_fanout(catalogue: Catalogue, config: FanOutPPOConfig | None = None) ->
     optimizer = torch.optim.Adam(policy.parameters(), lr=c.learning_rate)
     obs, _ = env.reset()
     history: list[dict[str, float]] = []
+    first = 0
+    if resume:
+        saved = load_latest_checkpoint(run_dir)
+        mine = asdict(c)
+        for key, value in saved["config"].items():
+            if key != "iterations" and mine.get(key) != value:
+                raise ValueError(f"cannot resume {run_dir}: its {key} is {value!r}, this call's is {mine.get(key)!r};"
+                                 " resume with the run's own settings (only iterations may change).")
+        policy.load_state_dict(saved["agent"]["policy"])
+        optimizer.load_state_dict(saved["agent"]["optimizer"])
+        env.load_state_dict(saved["agent"]["env"])
+        obs = saved["agent"]["obs"]
+        history.extend(saved["agent"]["history"])
+        torch_gen.set_state(saved["rng"]["generator"])
+        first = int(saved["step"])
     k = c.num_subqueries
-    for _ in range(c.iterations):
+    from tqdm.auto import tqdm
+
+    for iteration in tqdm(range(first, c.iterations), desc="fan-out PPO", disable=not progress, leave=False,
+                          initial=first, total=c.iterations):
         batch_obs, actions, log_probs, rewards, terms, values = [], [], [], [], [], []
         with torch.no_grad():
             for _ in range(k):  # all rows start together and end together after K steps
@@ -217,6 +267,8 @@ def train_fanout(catalogue: Catalogue, config: FanOutPPOConfig | None = None) ->
                         "coverage": float(metrics["coverage"].mean()),
                         "policy_loss": float(pg.detach()), "value_loss": float(vf.detach()),
                         "approx_kl": float(pg_metrics["approx_kl"])})
+        if run_dir is not None and ((iteration + 1) % checkpoint_every == 0 or iteration + 1 == c.iterations):
+            _save(Path(run_dir), c, iteration + 1, policy, optimizer, env, obs, torch_gen, history)
     policy.eval()
     return FanOutTrainResult(policy, history, time.perf_counter() - start)
 
