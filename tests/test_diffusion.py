@@ -408,3 +408,49 @@ def test_rlcore_train_diffusion_writes_a_run_that_resumes(tmp_path, bed):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 5 and summary["reward"] == "right"
     assert train_main(["--reward", "class", "--steps", "1"]) == 2  # not a ring reward: named, nothing written
+
+
+# ---------------------------------------------------------------------------------------------- the MDP
+def test_denoising_env_follows_the_batched_contract_and_equals_a_rollout():
+    from rlcore import envs
+
+    torch.manual_seed(0)
+    unet = tiny_unet(num_class_embeds=10)
+    scheduler = DDPMScheduler(num_train_timesteps=20)
+
+    def reward(x, y):
+        return x.flatten(1).mean(1) + y.float()
+
+    def make():
+        return diffusion.DenoisingEnv(scheduler, reward, (1, 8, 8), num_envs=3, num_inference_steps=4,
+                                      conditions=torch.tensor([2, 5]), seed=0)
+
+    env = make()
+    assert isinstance(env, envs.BatchedEnv)
+    obs, _ = env.reset(seed=1)
+    assert obs["x_t"].shape == (3, 1, 8, 8) and set(obs["condition"].tolist()) <= {2, 5}
+    start, condition = obs["x_t"].clone(), obs["condition"].clone()
+    g = torch.Generator().manual_seed(9)
+    total = torch.zeros(3)
+    for i in range(4):
+        with torch.no_grad():
+            mean = env.step_mean(unet, obs)
+        obs, r, terminated, truncated, info = env.step(mean + env.steps.std[i] * torch.randn(mean.shape, generator=g))
+        total += r
+        assert not truncated.any() and bool(terminated.all()) == (i == 3)
+    x0 = info["final_obs"]["x_t"]
+    torch.testing.assert_close(total, reward(x0, condition))  # the reward comes at the last step only
+    assert torch.equal(info["episode_metrics"]["reward"], total) and torch.equal(info["applied_actions"], x0)
+    assert (obs["step"] == 0).all() and not torch.equal(obs["x_t"], x0)  # same-step auto-reset: fresh chains
+    # The same chain without the interface: the same start and step noise give the same samples.
+    steps, x, g = diffusion.GaussianSteps.from_scheduler(scheduler, 4), start, torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for i in range(4):
+            mu = steps.mean(x, diffusion.predict_noise(unet, x, int(steps.timesteps[i]), condition), i)
+            x = mu + steps.std[i] * torch.randn(mu.shape, generator=g)
+    torch.testing.assert_close(x, x0)
+    again = make()
+    again.load_state_dict(env.state_dict())
+    assert torch.equal(again.step(obs["x_t"])[0]["x_t"], env.step(obs["x_t"])[0]["x_t"])  # exact resume
+    with pytest.raises(ValueError, match="actions must have shape"):
+        env.step(torch.zeros(3, 64))

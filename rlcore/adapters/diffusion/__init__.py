@@ -3,6 +3,8 @@ PG) on the shared objectives. One job per module:
 
 * :mod:`~rlcore.adapters.diffusion.steps`: :class:`GaussianSteps`, a ``diffusers`` DDPM or DDIM (eta > 0)
   scheduler's reverse steps as Gaussian policies, with exact log-probs and closed-form KL / f-divergences;
+* :mod:`~rlcore.adapters.diffusion.env`: :class:`DenoisingEnv`, the denoising MDP behind the batched
+  environment interface (state ``(x_t, t, condition)``, action ``x_{t-1}``, reward at the last step);
 * :mod:`~rlcore.adapters.diffusion.sampling`: :func:`predict_noise` for any ε-denoiser (a plain ``nn.Module``
   or a ``diffusers`` UNet) and :func:`rollout`, trajectories with their log-probs and KL to a reference;
 * :mod:`~rlcore.adapters.diffusion.testbeds`: :func:`~rlcore.adapters.diffusion.testbeds.ring`, the 2-D test
@@ -16,10 +18,12 @@ PG) on the shared objectives. One job per module:
   ``log_dir=``) and :func:`kl_optimum`, the exact optimum of the KL-regularised problem they are measured
   against.
 
-Not yet here (issue 24): ``rlcore train diffusion`` with checkpoints that resume, and the benchmark.
+``rlcore train diffusion`` (:mod:`~rlcore.adapters.diffusion.cli`) runs it on the shipped test beds in a run
+directory that resumes.
 """
 
 from rlcore.adapters.diffusion import testbeds
+from rlcore.adapters.diffusion.env import DenoisingEnv
 from rlcore.adapters.diffusion.finetune import (
     METHODS,
     FinetuneConfig,
@@ -34,6 +38,6 @@ from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollou
 from rlcore.adapters.diffusion.steps import DIVERGENCES, GaussianSteps
 from rlcore.adapters.diffusion.trainable import TRAINABLE, SideNetwork, make_trainable, trainable_parameters
 
-__all__ = ["DIVERGENCES", "METHODS", "TRAINABLE", "FinetuneConfig", "FinetuneResult", "GaussianSteps", "KLOptimum",
-           "SideNetwork", "Trajectory", "finetune", "kl_optimum", "knn_kl", "make_trainable", "predict_noise",
-           "region_log_probs", "rollout", "testbeds", "trainable_parameters"]
+__all__ = ["DIVERGENCES", "METHODS", "TRAINABLE", "DenoisingEnv", "FinetuneConfig", "FinetuneResult", "GaussianSteps",
+           "KLOptimum", "SideNetwork", "Trajectory", "finetune", "kl_optimum", "knn_kl", "make_trainable",
+           "predict_noise", "region_log_probs", "rollout", "testbeds", "trainable_parameters"]
