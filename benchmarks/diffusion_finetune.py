@@ -96,7 +96,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         def reward(x: torch.Tensor) -> torch.Tensor:
             return x[:, 0]
 
-        config = diffusion.FinetuneConfig(batch_size=128, trainable=job["trainable"],
+        config = diffusion.FinetuneConfig(trainable=job["trainable"],
                                           learning_rate=3e-3 if job["trainable"] == "lora" else 3e-4)
         steps = RING_STEPS[job["method"]]
         result = diffusion.finetune(bed.model, bed.scheduler, reward, job["method"], job["beta"], steps, 0, config)
