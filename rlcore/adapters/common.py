@@ -84,6 +84,26 @@ def adapter_train_main(adapter: str, algorithms: dict[str, AdapterAlgorithm], de
     return 0
 
 
+def read_run_config(command: str, algo: str, config_cls: type, argv: list[str], description: str) -> Any | None:
+    """The config of ``rlcore train <command> ...`` for a run directory of ``algo``: read by tyro from ``argv``
+    over the defaults, or over a resumed run's saved config (``--resume RUN_DIR``). None, after a one-line error
+    on stderr, when ``--resume`` names no run or a run of another algorithm."""
+    resume = resume_dir(argv)
+    default = config_cls()
+    if resume is not None:
+        try:
+            saved_algo, saved = load_config(resume)
+        except FileNotFoundError as error:
+            print(f"rlcore train {command}: {error}", file=sys.stderr)
+            return None
+        if saved_algo != algo:
+            print(f"rlcore train {command}: {resume} is a {saved_algo} run; use `rlcore train {saved_algo} "
+                  "--resume ...`.", file=sys.stderr)
+            return None
+        default = config_from_dict(config_cls, saved)
+    return tyro.cli(config_cls, args=argv, default=default, prog=f"rlcore train {command}", description=description)
+
+
 def check_settings(config_cls: type, overrides: dict[str, Any], label: str) -> None:
     """Refuse keyword settings that are not fields of ``config_cls``, listing the accepted ones."""
     known = {f.name for f in dataclasses.fields(config_cls)}
@@ -149,4 +169,4 @@ def evaluate_saved_agent(agent: Any, config: Any, checkpoint: dict[str, Any], ma
 
 
 __all__ = ["AdapterAlgorithm", "BoundPolicy", "adapter_train_main", "check_settings", "evaluate_saved_agent",
-           "load_run", "resume_dir"]
+           "load_run", "read_run_config", "resume_dir"]

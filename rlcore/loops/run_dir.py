@@ -101,6 +101,13 @@ def save_config(run_dir: Path, algo: str, config: Any, extra: dict[str, Any] | N
     tmp.replace(run_dir / "config.json")
 
 
+def save_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json`` (atomically: a temporary file renamed into place)."""
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(run_dir / "summary.json")
+
+
 def load_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:
     """``(algo, config_dict)`` from a run directory."""
     path = Path(run_dir) / "config.json"

@@ -14,7 +14,6 @@ directory that already holds a run is refused (continue it with ``--resume``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from rlcore.loops.run_dir import (
     new_run_dir_path,
     read_evaluations,
     save_config,
+    save_summary,
     write_evaluations,
 )
 from rlcore.objectives import validate_args
@@ -336,9 +336,7 @@ class RunSession:
                    "final_return_std": final.get("return_std", math.nan), "wall_seconds_this_session": seconds,
                    "steps_per_second_this_session": (self.step - self.start_step) / max(seconds, 1e-9),
                    **(extra_summary or {})}
-        tmp = self.run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(self.run_dir / "summary.json")
+        save_summary(self.run_dir, summary)
         return TrainResult(agent=agent, run_dir=self.run_dir, evaluations=self.evaluations)
 
     def close(self) -> None:

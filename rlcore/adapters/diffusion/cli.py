@@ -24,7 +24,6 @@ KL, sample grids) and, at the end, ``summary.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -33,11 +32,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import tyro
 
-from rlcore.adapters.common import resume_dir
+from rlcore.adapters.common import read_run_config
 from rlcore.adapters.diffusion.finetune import METHODS, FinetuneConfig, FinetuneResult, finetune
-from rlcore.loops.run_dir import check_new_run_dir, config_from_dict, load_config, new_run_dir_path, save_config
+from rlcore.loops.run_dir import check_new_run_dir, new_run_dir_path, save_config, save_summary
 
 ALGO = "diffusion"
 REWARDS = {"ring": ("right", "upper-right"), "digits": ("class", "thickness", "defect")}
@@ -154,29 +152,15 @@ def train(config: DiffusionRunConfig | None = None) -> tuple[FinetuneResult, Pat
                "held_out_reward": result.held_out_reward, "kl_to_reference": result.kl_to_reference,
                "trajectory_kl": result.trajectory_kl, "trainable_parameters": result.trainable_parameters,
                "seconds_this_invocation": round(time.perf_counter() - start, 2)}
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(run_dir / "summary.json")
+    save_summary(run_dir, summary)
     return result, run_dir
 
 
 def train_main(argv: list[str]) -> int:
     """``rlcore train diffusion ...``; returns the exit status."""
-    resume = resume_dir(argv)
-    default = DiffusionRunConfig()
-    if resume is not None:
-        try:
-            saved_algo, saved = load_config(resume)
-        except FileNotFoundError as error:
-            print(f"rlcore train diffusion: {error}", file=sys.stderr)
-            return 2
-        if saved_algo != ALGO:
-            print(f"rlcore train diffusion: {resume} is a {saved_algo} run; use `rlcore train {saved_algo} "
-                  "--resume ...`.", file=sys.stderr)
-            return 2
-        default = config_from_dict(DiffusionRunConfig, saved)
-    config = tyro.cli(DiffusionRunConfig, args=argv, default=default, prog="rlcore train diffusion",
-                      description=(__doc__ or "").strip())
+    config = read_run_config("diffusion", ALGO, DiffusionRunConfig, argv, (__doc__ or "").strip())
+    if config is None:
+        return 2
     try:
         result, run_dir = train(config)
     except ValueError as error:

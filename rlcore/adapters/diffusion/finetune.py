@@ -271,9 +271,14 @@ def region_log_probs(steps: GaussianSteps, traj: Trajectory, region: torch.Tenso
     return torch.stack(out)
 
 
+def _is_labels(condition: Any) -> bool:
+    """Whether ``condition`` is a batch of integer class labels (whose equal values group samples by prompt)."""
+    return isinstance(condition, torch.Tensor) and condition.dim() == 1 and not condition.is_floating_point()
+
+
 def _per_condition_normalised(r: torch.Tensor, condition: Any) -> torch.Tensor:
     """DDPO's per-prompt advantage normalisation for integer-label conditions, else the batch's."""
-    if not isinstance(condition, torch.Tensor) or condition.dim() != 1 or condition.is_floating_point():
+    if not _is_labels(condition):
         return normalize_advantages(r)
     out = torch.empty_like(r)
     for value in condition.unique():
@@ -292,7 +297,7 @@ def _draw_conditions(conditions: torch.Tensor | None, n: int, g: torch.Generator
 def _rwr_weights(r: torch.Tensor, kl_weight: float, condition: Any) -> torch.Tensor:
     """softmax(r/β) over the data set, per condition for integer labels (``p*(x|c) ∝ p_ref(x|c) e^{r(x,c)/β}``
     keeps each condition's share of the data)."""
-    if not isinstance(condition, torch.Tensor) or condition.dim() != 1 or condition.is_floating_point():
+    if not _is_labels(condition):
         return rwr_weights(r, kl_weight)
     weights = torch.empty_like(r)
     for value in condition.unique():
@@ -517,10 +522,11 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
             if it % c.log_every == 0 or it == steps - 1:
                 record = {"step": it, "loss": float(loss.detach()), "ess": ess}
                 if held_out_reward is not None or log_dir is not None:
-                    probe_condition = _draw_conditions(conditions, c.batch_size, g)
+                    # The probe has its own generator, so that monitoring never changes what training draws.
+                    probe_g = torch.Generator().manual_seed(int(seed) + it)
+                    probe_condition = _draw_conditions(conditions, c.batch_size, probe_g)
                     with torch.no_grad():
-                        probe = rollout(policy.eval(), gsteps, shape, torch.Generator().manual_seed(int(seed) + it),
-                                        probe_condition, reference=reference)
+                        probe = rollout(policy.eval(), gsteps, shape, probe_g, probe_condition, reference=reference)
                     policy.train()
                     record.update(reward=float(_rewards(reward_fn, probe.samples, probe_condition).mean()),
                                   kl=float(probe.kl.sum(0).mean()))

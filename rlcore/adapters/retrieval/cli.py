@@ -14,20 +14,18 @@ the distilled retriever) evaluated on the train and test intents.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import tyro
 
-from rlcore.adapters.common import resume_dir
+from rlcore.adapters.common import read_run_config
 from rlcore.adapters.retrieval.catalogue import CatalogueConfig
 from rlcore.adapters.retrieval.diffusion import DiffusionConfig
 from rlcore.adapters.retrieval.ppo import FanOutPPOConfig
-from rlcore.loops.run_dir import check_new_run_dir, config_from_dict, load_config, new_run_dir_path, save_config
+from rlcore.loops.run_dir import check_new_run_dir, new_run_dir_path, save_config, save_summary
 
 ALGO = "retrieval-r4t"
 
@@ -107,29 +105,15 @@ def train(config: RetrievalRunConfig | None = None) -> tuple[dict[str, Any], Pat
     for name, r in retrievers.items():
         summary["retrievers"][name] = {split: retrieval.evaluate(r, cat, split=split, top_k=top_k, reward=ppo.reward)
                                        for split in ("train", "test")}
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(run_dir / "summary.json")
+    save_summary(run_dir, summary)
     return summary, run_dir
 
 
 def train_main(argv: list[str]) -> int:
     """``rlcore train retrieval ...``; returns the exit status."""
-    resume = resume_dir(argv)
-    default = RetrievalRunConfig()
-    if resume is not None:
-        try:
-            saved_algo, saved = load_config(resume)
-        except FileNotFoundError as error:
-            print(f"rlcore train retrieval: {error}", file=sys.stderr)
-            return 2
-        if saved_algo != ALGO:
-            print(f"rlcore train retrieval: {resume} is a {saved_algo} run; use `rlcore train {saved_algo} "
-                  "--resume ...`.", file=sys.stderr)
-            return 2
-        default = config_from_dict(RetrievalRunConfig, saved)
-    config = tyro.cli(RetrievalRunConfig, args=argv, default=default, prog="rlcore train retrieval",
-                      description=(__doc__ or "").strip())
+    config = read_run_config("retrieval", ALGO, RetrievalRunConfig, argv, (__doc__ or "").strip())
+    if config is None:
+        return 2
     try:
         summary, run_dir = train(config)
     except ValueError as error:
