@@ -335,19 +335,16 @@ def digits(seed: int = 0, cache_dir: str | Path | None = None, **overrides: Any)
     config = DigitsConfig(seed=int(seed), **overrides)
     config.validate()
     path = cache_path(config, cache_dir)
+    with torch.random.fork_rng(devices=[]):  # the networks' initialisation (overwritten) leaves the global RNG alone
+        nets = {"unet": make_unet(config), "classifier": DigitClassifier(),
+                "held_out_classifier": DigitClassifier(), "detector": DefectDetector()}
     states = None
     if path.is_file():
         try:
             states = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged cache file is retrained, not fatal
-            states = None
-    nets = {"unet": make_unet(config), "classifier": DigitClassifier(), "held_out_classifier": DigitClassifier(),
-            "detector": DefectDetector()}
-    if states is not None:
-        try:
             for name, net in nets.items():
                 net.load_state_dict(states[name])
-        except Exception:
+        except Exception:  # a damaged or outdated cache file is retrained, not fatal
             states = None
     if states is None:
         sys.stderr.write(f"rlcore: training the digits test bed once ({config.pretrain_steps} denoiser steps, a few "

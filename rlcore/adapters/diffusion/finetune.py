@@ -543,7 +543,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         s_count = gsteps.num_steps
         for it in bar:
             condition = _draw_conditions(conditions, c.batch_size, g)
-            mask = old_log_probs = None
+            mask = None
             if region is not None:  # the same noise for both samplers: the reference's sample gives the region
                 noise_seed = int(torch.randint(2 ** 62, (1,), generator=g))
                 ref_samples = rollout(reference, gsteps, shape, torch.Generator().manual_seed(noise_seed),

@@ -155,7 +155,8 @@ def ring(seed: int = 0, cache_dir: str | Path | None = None, **overrides: Any) -
     model = None
     if path.is_file():
         try:
-            model = MLPDenoiser(2, config.hidden, config.layers)
+            with torch.random.fork_rng(devices=[]):  # the initialisation (overwritten) leaves the global RNG alone
+                model = MLPDenoiser(2, config.hidden, config.layers)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             model.eval().requires_grad_(False)
         except Exception:  # a damaged cache file is retrained, not fatal
