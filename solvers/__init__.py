@@ -10,7 +10,7 @@ upper bounds, per-sample status)::
     solvers.capabilities_of(solvers.make("bnb")).exact   # True: certified bounds
 """
 
-from solvers import bnb, cem, gradient_ascent, mip_solver, pwl1d  # noqa: F401  (registers "bnb", "cem", "ga", "pwl1d", the MIPs)
+from solvers import bnb, cem, gradient_ascent, mip_solver, portfolio, pwl1d  # noqa: F401  (registers "bnb", "cem", "ga", "exact", "pwl1d", the MIPs)
 from solvers.action_set import ActionSet
 from solvers.capabilities import SolverCapabilities, capabilities_of
 from solvers.registry import MaxQSolver, available, make, register

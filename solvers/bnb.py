@@ -19,6 +19,9 @@ by input splitting, the design of the alpha,beta-CROWN verifiers (see ``maxq-sol
    linear propagation of ``[boxes, width, action_dim]`` coefficients (never a per-box product of two
    weight matrices), intersected with IBP, the output by CROWN back-substitution, maximised over the
    box in closed form; a child keeps ``min(own, parent's)`` bound. Boxes that miss a ball are dropped.
+   Once input splitting stalls (more than ``slope_threshold`` boxes per unfinished sample) on a net no
+   wider than ``slope_max_width``, the output bound's ReLU lower slopes are optimised per box by a few
+   Adam steps (alpha-CROWN), each child starting from its parent's slopes (kept per box, float32).
 5. New incumbents: ``Q`` at every child's centre and at the vertex that maximises its linear bound
    (projected into ``S``), and every ``refine_every`` iterations a few ascent steps from the vertices
    of the ``refine_boxes`` most promising boxes.
@@ -37,14 +40,14 @@ finished and the rest untouched. float64 (the default) is the rigorous mode; flo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
 
 from solvers._common import Deadline, empty_result, prepare, resolve_gap
 from solvers.action_set import ActionSet
-from solvers.bounds import Domain, linear_layers, round_up
+from solvers.bounds import Domain, default_slopes, linear_layers, optimised_output_bound, round_up
 from solvers.capabilities import EXACT, SolverCapabilities
 from solvers.gradient_ascent import GradientAscentSolver
 from solvers.registry import register
@@ -79,6 +82,20 @@ class BranchAndBoundSolver:
     """Random starts of the initial projected gradient ascent."""
     ga_iterations: int = 30
     """Steps of the initial projected gradient ascent."""
+    slope_steps: int = 4
+    """Adam steps per bounding call on the ReLU lower slopes of the output bound (alpha-CROWN; 0: CROWN's
+    fixed slopes throughout). Children start from their parent's slopes, so the optimisation continues
+    down the tree."""
+    slope_threshold: int = 128
+    """The slopes are optimised once the frontier holds more than this many boxes per unfinished sample
+    (input splitting stalling); below it CROWN's slopes are cheaper. 0: from the first box on."""
+    slope_max_width: int | None = 32
+    """Nets whose widest hidden layer is wider than this keep CROWN's slopes (``None``: no limit). Measured in
+    ``benchmarks/results/maxq_certified.md``: the optimised slopes paid on every (32, 16) net (up to 2.6x the
+    certified states/s, and 98 % certified where CROWN's slopes certified none) and cost 10-30 % on the
+    (64, 64) nets, where their per-box cost grows faster than the tree shrinks."""
+    slope_lr: float = 0.1
+    """Adam step size of the slope optimisation."""
     refine_every: int = 5
     """Every this many iterations, run ascent steps from the most promising boxes' vertices (0: never)."""
     refine_boxes: int = 256
@@ -144,6 +161,64 @@ class BranchAndBoundSolver:
         return MaxQResult(actions, values, upper, status.to(torch.int8), time.perf_counter() - start_time)
 
 
+@dataclass
+class _Boxes:
+    """Sub-boxes of the frontier, one row each: bounds, sample index, upper bound ``ub``, the coefficient
+    ``coef`` of the linear bound ``Q <= coef . a + d`` and the optimised ReLU slopes (no columns when off)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+    idx: torch.Tensor
+    ub: torch.Tensor
+    coef: torch.Tensor
+    slopes: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.idx.shape[0])
+
+    def __getitem__(self, rows) -> _Boxes:
+        return _Boxes(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+    @staticmethod
+    def cat(parts: list[_Boxes]) -> _Boxes:
+        return _Boxes(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(_Boxes)))
+
+
+class _ChunkClock:
+    """How many boxes to bound before looking at the clock again.
+
+    A chunk of ``n`` boxes costs about ``fixed + per_box * n`` seconds (fitted to the chunks so far, recent
+    ones weighted most): the fixed part is Python and kernel-launch overhead, large when the slopes are
+    optimised. A chunk is sized to take ``seconds``, but never so small that the fixed part is more than
+    half its cost (which would make the search slower and the estimate, fitted to tiny chunks, stay tiny).
+    """
+
+    def __init__(self, seconds: float, decay: float = 0.8) -> None:
+        self.seconds, self.decay = seconds, decay
+        self.sums = [0.0] * 5  # weighted sums of 1, n, t, n^2, n t
+
+    def record(self, boxes: int, seconds: float) -> None:
+        self.sums = [self.decay * total + value for total, value in
+                     zip(self.sums, (1.0, boxes, seconds, boxes * boxes, boxes * seconds), strict=True)]
+
+    def cost(self) -> tuple[float, float]:
+        """``(fixed, per_box)`` seconds."""
+        w, n, t, nn, nt = self.sums
+        spread = w * nn - n * n
+        if spread <= 1e-9 * max(w * nn, 1.0):  # one chunk size so far: all of it per box
+            return 0.0, t / max(n, 1e-9)
+        per_box = max((w * nt - n * t) / spread, 1e-9)
+        return max((t - per_box * n) / w, 0.0), per_box
+
+    def size(self, left: int, remaining: float) -> int:
+        if self.sums[0] == 0:
+            return min(left, 64)
+        fixed, per_box = self.cost()
+        budget = min(self.seconds, max(remaining, 0.0) + 1e-3)
+        wanted = max((budget - fixed) / per_box, fixed / per_box, 8.0)
+        return max(1, min(left, int(wanted)))
+
+
 class _Search:
     """The frontier of sub-boxes of all samples, with incumbents and pruned bounds per sample."""
 
@@ -153,10 +228,12 @@ class _Search:
         self.options, self.net, self.x, self.aset = options, net, x, aset
         self.weights, self.biases, self.gap, self.margin = weights, biases, gap, margin
         self.deadline = deadline or Deadline(None)
-        # Seconds per bounded box (measured), and the time one bounding chunk may take before the clock
-        # is looked at again.
-        self.seconds_per_box: float | None = None
-        self.chunk_seconds = min(0.02, max(0.002, 0.1 * options.time_limit))
+        widest = max(w.shape[0] for w in weights[:-1])
+        self.slopes_allowed = options.slope_steps > 0 and (options.slope_max_width is None
+                                                           or widest <= options.slope_max_width)
+        self.optimise_slopes = self.slopes_allowed and options.slope_threshold == 0
+        self.slope_width = sum(w.shape[0] for w in weights[:-1])
+        self.chunks = _ChunkClock(min(0.02, max(0.002, 0.1 * options.time_limit)))
         batch, dtype = x.shape[0], x.dtype
         self.base = Domain(aset.low.to(x.device, dtype)[None], aset.high.to(x.device, dtype)[None],
                            aset.kind, aset.center.to(x.device, dtype), aset.radius)
@@ -165,22 +242,38 @@ class _Search:
         self.inc_a = self.inc_v = torch.empty(0)
 
     # ------------------------------------------------------------------------------ bounding
-    def _bound(self, low: torch.Tensor, high: torch.Tensor, idx: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _bound(self, low: torch.Tensor, high: torch.Tensor, idx: torch.Tensor, ub: torch.Tensor | None = None,
+               slopes: torch.Tensor | None = None) -> _Boxes:
+        """The boxes ``[low, high]`` of samples ``idx`` with their bounds (never above a parent's ``ub``)."""
         domain = self.base.select(low, high)
         biases = [self.biases[0][idx], *self.biases[1:]]
         result = linear_layers(self.weights, biases, domain, intermediate="forward", need_output_lower=False)
-        upper = result.output_upper
+        upper, coef = result.output_upper, result.output_coef
+        if self.optimise_slopes:
+            start = default_slopes(result)
+            if slopes is not None and slopes.shape[1]:  # the parents' slopes; NaN rows: none yet
+                given = slopes.to(low.dtype).split([b.shape[1] for b in start], dim=1)
+                start = [torch.where(torch.isnan(g), d, g) for g, d in zip(given, start, strict=True)]
+            tuned, tuned_coef, best = optimised_output_bound(self.weights, biases, domain, result, start,
+                                                             self.options.slope_steps, self.options.slope_lr,
+                                                             search_dtype=torch.float32)
+            better = tuned < upper
+            upper, coef = torch.where(better, tuned, upper), torch.where(better.unsqueeze(1), tuned_coef, coef)
+            slopes = torch.cat(best, dim=1).to(torch.float32)  # search heuristics: float32 halves their memory
+        else:
+            slopes = low.new_empty(low.shape[0], 0, dtype=torch.float32)
         if self.margin:
             upper = upper + self.margin * (1 + upper.abs())
         upper = torch.where(domain.empty(), torch.full_like(upper, -torch.inf), upper)
-        self._candidates(low, high, result.output_coef, idx)
+        self._candidates(low, high, coef, idx)
         point = (high - low).amax(dim=1) == 0
         if bool(point.any()):  # a box shrunk to a point: its maximum is Q there, which _candidates offered
             with torch.no_grad():
                 exact = self.net(self.x[idx[point]], low[point])
             upper[point] = torch.minimum(upper[point], exact)
-        return upper, result.output_coef
+        if ub is not None:
+            upper = torch.minimum(upper, ub)
+        return _Boxes(low, high, idx, upper, coef, slopes)
 
     def _candidates(self, low: torch.Tensor, high: torch.Tensor, coef: torch.Tensor, idx: torch.Tensor) -> None:
         vertex = torch.where(coef > 0, high, low)
@@ -202,18 +295,13 @@ class _Search:
 
     # ------------------------------------------------------------------------------ frontier
     def start(self, low: torch.Tensor, high: torch.Tensor, idx: torch.Tensor) -> None:
-        self.low, self.high, self.idx = low.contiguous(), high.contiguous(), idx
-        self.ub, self.coef = self._bound(self.low, self.high, idx)
+        self.boxes = self._bound(low.contiguous(), high.contiguous(), idx)
 
     def size(self) -> int:
-        return int(self.idx.shape[0])
-
-    def _keep(self, mask: torch.Tensor) -> None:
-        self.low, self.high, self.idx = self.low[mask], self.high[mask], self.idx[mask]
-        self.ub, self.coef = self.ub[mask], self.coef[mask]
+        return len(self.boxes)
 
     def _live_max(self) -> torch.Tensor:
-        return torch.full_like(self.pruned, -torch.inf).scatter_reduce(0, self.idx, self.ub, "amax")
+        return torch.full_like(self.pruned, -torch.inf).scatter_reduce(0, self.boxes.idx, self.boxes.ub, "amax")
 
     def certified(self) -> torch.Tensor:
         """Per sample: the final bound if finished, else ``max(live bounds, pruned bounds)``."""
@@ -225,83 +313,76 @@ class _Search:
 
     def prune_and_check(self) -> torch.Tensor:
         """Prune boxes within the gap, freeze finished samples, drop their boxes; returns ``finished``."""
-        incumbent = self.inc_v[self.idx]
+        boxes = self.boxes
+        incumbent = self.inc_v[boxes.idx]
         # The rounding allowance only matters for gap=0, where a box's exact bound and Q at its vertex
         # can differ in the last bits.
-        prunable = self.ub <= incumbent + self.gap + 1e-12 * (1 + incumbent.abs())
+        prunable = boxes.ub <= incumbent + self.gap + 1e-12 * (1 + incumbent.abs())
         if bool(prunable.any()):
-            self.pruned.scatter_reduce_(0, self.idx[prunable], self.ub[prunable], "amax")
-            self._keep(~prunable)
+            self.pruned.scatter_reduce_(0, boxes.idx[prunable], boxes.ub[prunable], "amax")
+            self.boxes = boxes = boxes[~prunable]
         current = torch.maximum(self._live_max(), self.pruned)
-        no_boxes = torch.bincount(self.idx, minlength=self.inc_v.shape[0]) == 0  # all pruned: bound = pruned max
+        no_boxes = torch.bincount(boxes.idx, minlength=self.inc_v.shape[0]) == 0  # all pruned: bound = pruned max
         within = current - self.inc_v <= self.gap + 1e-12 * (1 + self.inc_v.abs())
         newly = torch.isnan(self.final) & (within | no_boxes)
         if bool(newly.any()):
             self.final = torch.where(newly, current, self.final)
-            self._keep(~newly[self.idx])
-        return self.finished()
+            self.boxes = boxes[~newly[boxes.idx]]
+        finished = self.finished()
+        options = self.options
+        if (self.slopes_allowed and not self.optimise_slopes
+                and self.size() > options.slope_threshold * int((~finished).sum())):
+            self.optimise_slopes = True
+            self.boxes.slopes = torch.full((self.size(), self.slope_width), torch.nan, dtype=torch.float32,
+                                           device=self.boxes.low.device)
+        return finished
 
     def branch(self, count: int) -> None:
         """Halve the ``count`` most promising boxes and bound their children, in chunks between which the
         clock is checked; the boxes not yet split when time is up go back to the frontier unchanged."""
         if self.size() == 0:
             return
-        priority = self.ub - self.inc_v[self.idx]
+        priority = self.boxes.ub - self.inc_v[self.boxes.idx]
         count = min(count, self.size())
-        if count < self.size():
-            chosen = torch.topk(priority, count).indices
-            keep = torch.ones(self.size(), dtype=torch.bool, device=priority.device)
-            keep[chosen] = False
-        else:
-            chosen = torch.arange(self.size(), device=priority.device)
-            keep = torch.zeros(self.size(), dtype=torch.bool, device=priority.device)
-        low, high, idx, ub, coef = (t[chosen] for t in (self.low, self.high, self.idx, self.ub, self.coef))
-        self._keep(keep)
-        parts = [(self.low, self.high, self.idx, self.ub, self.coef)]
+        keep = torch.ones(self.size(), dtype=torch.bool, device=priority.device)
+        everything = torch.arange(count, device=priority.device)
+        chosen = torch.topk(priority, count).indices if count < self.size() else everything
+        keep[chosen] = False
+        todo, parts = self.boxes[chosen], [self.boxes[keep]]
         done = 0
         while done < count:
             if done and self.deadline.expired():
-                parts.append((low[done:], high[done:], idx[done:], ub[done:], coef[done:]))
+                parts.append(todo[done:])
                 break
-            size = self._chunk_size(count - done)
+            size = self.chunks.size(count - done, self.deadline.remaining())
             tic = time.perf_counter()
-            parts.append(self._split(*(t[done:done + size] for t in (low, high, idx, ub, coef))))
-            elapsed = time.perf_counter() - tic
-            rate = elapsed / size
-            self.seconds_per_box = rate if self.seconds_per_box is None else 0.5 * (self.seconds_per_box + rate)
+            parts.append(self._split(todo[done:done + size]))
+            self.chunks.record(size, time.perf_counter() - tic)
             done += size
-        self.low, self.high, self.idx, self.ub, self.coef = (torch.cat(column) for column in zip(*parts, strict=True))
+        self.boxes = _Boxes.cat(parts)
 
-    def _chunk_size(self, left: int) -> int:
-        """How many boxes to split before looking at the clock again."""
-        budget = min(self.chunk_seconds, max(self.deadline.remaining(), 0.0) + 1e-3)
-        if self.seconds_per_box is None:
-            return min(left, 64)
-        return max(8, min(left, int(budget / max(self.seconds_per_box, 1e-9))))
-
-    def _split(self, low: torch.Tensor, high: torch.Tensor, idx: torch.Tensor, ub: torch.Tensor,
-               coef: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The two halves of every box, bounded: ``(low, high, idx, ub, coef)`` of the children."""
+    def _split(self, boxes: _Boxes) -> _Boxes:
+        """The two halves of every box, bounded."""
+        low, high = boxes.low, boxes.high
         width = high - low
-        magnitude = coef.abs()
+        magnitude = boxes.coef.abs()
         score = width * (magnitude + magnitude.mean(dim=1, keepdim=True))
         score = torch.where(width > 0, score + width * 1e-12, torch.full_like(score, -1.0))
         dim = score.argmax(dim=1, keepdim=True)
         middle = (low.gather(1, dim) + high.gather(1, dim)) / 2
         left_high, right_low = high.scatter(1, dim, middle), low.scatter(1, dim, middle)
-        c_low, c_high = torch.cat([low, right_low]), torch.cat([left_high, high])
-        c_idx, parent = idx.repeat(2), ub.repeat(2)
-        c_ub, c_coef = self._bound(c_low, c_high, c_idx)
-        return c_low, c_high, c_idx, torch.minimum(c_ub, parent), c_coef
+        return self._bound(torch.cat([low, right_low]), torch.cat([left_high, high]), boxes.idx.repeat(2),
+                           boxes.ub.repeat(2), boxes.slopes.repeat(2, 1))
 
     def refine(self, count: int, steps: int) -> None:
         """A few projected ascent steps from the vertices of the most promising boxes."""
         if self.size() == 0 or steps <= 0:
             return
         count = min(count, self.size())
-        chosen = torch.topk(self.ub - self.inc_v[self.idx], count).indices
-        vertex = torch.where(self.coef[chosen] > 0, self.high[chosen], self.low[chosen])
-        idx = self.idx[chosen]
+        boxes = self.boxes
+        chosen = torch.topk(boxes.ub - self.inc_v[boxes.idx], count).indices
+        vertex = torch.where(boxes.coef[chosen] > 0, boxes.high[chosen], boxes.low[chosen])
+        idx = boxes.idx[chosen]
         ga = GradientAscentSolver(num_starts=0, iterations=steps, step_size=0.05, seed=self.options.seed)
         actions, _ = ga.ascend(self.net, self.x[idx], self.aset, self.aset.project(vertex), deadline=self.deadline)
         self._offer(actions, idx)

@@ -316,6 +316,132 @@ def linear_layers(weights: list[torch.Tensor], biases: list[torch.Tensor], domai
     return LayerBounds(lower, upper, out_up, out_lo, coef.squeeze(1))
 
 
+# ------------------------------------------------------------------------------- optimised slopes
+def unstable_masks(bounds: LayerBounds) -> list[torch.Tensor]:
+    """Per hidden layer, ``[N, h]`` booleans: the neurons whose sign the bounds leave open."""
+    return [(lo < 0) & (up > 0) for lo, up in zip(bounds.lower, bounds.upper, strict=True)]
+
+
+def default_slopes(bounds: LayerBounds) -> list[torch.Tensor]:
+    """CROWN's adaptive lower slopes ``1[u > -l]``, the starting point of :func:`optimised_output_bound`."""
+    return [(up > -lo).to(up.dtype) for lo, up in zip(bounds.lower, bounds.upper, strict=True)]
+
+
+def output_bound_with_slopes(weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Domain,
+                             bounds: LayerBounds, slopes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``max_a Q`` bounded by back-substitution with lower slopes ``slopes[k]`` (``[N, h]``, clipped to
+    ``[0, 1]``) on the unstable neurons of the intermediate ``bounds``.
+
+    Any slope in ``[0, 1]`` gives a valid bound (``s z <= relu(z)`` on ``[l, u]`` with ``l < 0 < u``), so the
+    slopes are free parameters: differentiable here, optimised by :func:`optimised_output_bound`.
+    Returns the bound ``[N]`` and its input coefficient ``[N, A]``.
+    """
+    return _SlopedBound(weights, biases, domain, bounds)(slopes)
+
+
+class _SlopedBound:
+    """The output bound as a function of the lower slopes, with everything that does not depend on them
+    (upper relaxations, masks) computed once."""
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Domain,
+                 bounds: LayerBounds) -> None:
+        self.weights, self.domain = weights, domain
+        n = domain.low.shape[0]
+        self.biases = [_layer_bias(bias, n) for bias in biases]
+        self.layers = []
+        for lo, up in zip(bounds.lower, bounds.upper, strict=True):
+            s_u, t_u, s_l = _relaxation(lo, up, "adaptive")
+            unstable = (lo < 0) & (up > 0)
+            # s_l is 1 on active neurons, 0 on dead and on unstable ones (where the slope is added).
+            self.layers.append((s_u, t_u, torch.where(unstable, 0.0, s_l), unstable.to(up.dtype)))
+
+    def __call__(self, slopes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.domain.low.shape[0]
+        lam = self.weights[-1].expand(n, -1)  # one output row: [N, h_L]
+        offset = self.biases[-1][:, 0]
+        for k in range(len(self.layers) - 1, -1, -1):
+            s_u, t_u, s_fixed, unstable = self.layers[k]
+            pos, neg = lam.clamp_min(0), lam.clamp_max(0)
+            nu = pos * s_u + neg * (s_fixed + unstable * slopes[k].clamp(0.0, 1.0))
+            offset = offset + (pos * t_u).sum(-1) + (nu * self.biases[k]).sum(-1)
+            lam = nu @ self.weights[k]
+        return self.domain.support_exact(lam) + offset, lam
+
+
+def _keep_better(upper: torch.Tensor, coef: torch.Tensor, slopes: list[torch.Tensor], best_upper: torch.Tensor,
+                 best_coef: torch.Tensor, best: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where ``upper`` is below ``best_upper``, take it, its ``coef`` and its ``slopes`` (into ``best``)."""
+    better = upper < best_upper
+    for kept, slope in zip(best, slopes, strict=True):
+        kept.copy_(torch.where(better.unsqueeze(1), slope, kept))
+    return torch.where(better, upper, best_upper), torch.where(better.unsqueeze(1), coef, best_coef)
+
+
+def optimised_output_bound(weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Domain,
+                           bounds: LayerBounds, slopes: list[torch.Tensor] | None = None, steps: int = 8,
+                           lr: float = 0.25, search_dtype: torch.dtype | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The alpha-CROWN idea on the output bound: the ReLU lower slopes are optimised per domain by
+    ``steps`` Adam steps on the bound itself, projected onto ``[0, 1]``.
+
+    ``slopes`` warm-starts them (a branch-and-bound passes the parent's); ``None`` starts from CROWN's.
+    Every iterate is a valid bound, so the result, the smallest bound seen per domain, is sound and never
+    looser than the bound at the starting slopes (CROWN's when ``slopes`` is ``None``). The intermediate
+    ``bounds`` are kept as given. Returns ``(upper [N], coef [N, A], slopes)`` with the slopes that gave
+    each domain's bound, detached.
+
+    ``search_dtype`` (e.g. float32 under float64 weights) runs the Adam steps in that precision, which halves
+    their memory traffic; the slopes found are then evaluated once in the weights' own precision, so the
+    bound returned is as rigorous as without it.
+    """
+    dtype = weights[0].dtype
+    if search_dtype is not None and search_dtype != dtype and steps > 0:
+        cast = [t.to(search_dtype) for t in (*weights, *biases)]
+        low_bounds = LayerBounds([t.to(search_dtype) for t in bounds.lower], [t.to(search_dtype) for t in bounds.upper],
+                                 bounds.output_upper, bounds.output_lower)
+        low_domain = replace(domain, low=domain.low.to(search_dtype), high=domain.high.to(search_dtype),
+                             center=None if domain.center is None else domain.center.to(search_dtype))
+        start = slopes if slopes is not None else default_slopes(bounds)
+        _, _, found = optimised_output_bound(cast[:len(weights)], cast[len(weights):], low_domain, low_bounds,
+                                             [t.to(search_dtype) for t in start], steps, lr)
+        exact = _SlopedBound(weights, biases, domain, bounds)
+        best = [t.to(dtype) for t in start]
+        with torch.no_grad():
+            best_upper, best_coef = exact(best)
+            upper, coef = exact([t.to(dtype) for t in found])
+            best_upper, best_coef = _keep_better(upper, coef, [t.to(dtype) for t in found], best_upper, best_coef,
+                                                 best)
+        return best_upper, best_coef, best
+    bound = _SlopedBound(weights, biases, domain, bounds)
+    params = [s.detach().clone() for s in (slopes if slopes is not None else default_slopes(bounds))]
+    best = [p.clone() for p in params]
+    with torch.no_grad():
+        best_upper, best_coef = bound(params)
+    # Adam written out (torch.optim's first use imports much of torch, seconds inside a solver's time limit).
+    first = [torch.zeros_like(p) for p in params]
+    second = [torch.zeros_like(p) for p in params]
+    for step in range(1, steps + 1):
+        with torch.enable_grad():
+            leaves = [p.requires_grad_(True) for p in params]
+            upper, coef = bound(leaves)
+            # The domains are independent: each slope's gradient is its own domain's.
+            grads = torch.autograd.grad(upper.sum(), leaves)
+        with torch.no_grad():
+            if step > 1:  # the bound at the slopes of the previous step
+                best_upper, best_coef = _keep_better(upper.detach(), coef.detach(), params, best_upper, best_coef, best)
+            for p, g, m, v in zip(params, grads, first, second, strict=True):
+                p.requires_grad_(False)
+                m.mul_(0.9).add_(g, alpha=0.1)
+                v.mul_(0.999).addcmul_(g, g, value=0.001)
+                m_hat, v_hat = m / (1 - 0.9**step), v / (1 - 0.999**step)
+                p.sub_(lr * m_hat / (v_hat.sqrt() + 1e-8)).clamp_(0.0, 1.0)
+    if steps > 0:
+        with torch.no_grad():
+            upper, coef = bound(params)
+            best_upper, best_coef = _keep_better(upper, coef, params, best_upper, best_coef, best)
+    return best_upper.detach(), best_coef.detach(), best
+
+
 # ----------------------------------------------------------------------------------- public wrappers
 def _setup(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet, dtype: torch.dtype | None):
     weights, biases = folded_layers(net, fixed_inputs, dtype)

@@ -33,7 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from solvers.mip_model import MIPOutcome, MIPProblem, OutOfTime, encode, forward, hint_values, l2_cut, project
+from solvers.mip_model import (
+    MIPOutcome,
+    MIPProblem,
+    OutOfTime,
+    encode,
+    forward,
+    hint_values,
+    l2_cut,
+    project,
+    separate_ideal,
+)
 
 BACKENDS = ("scip", "ortools-scip", "ortools-highs", "ortools-cbc")
 SEPARATING = ("default", "no-aggregation", "fast", "off")
@@ -169,6 +179,38 @@ class _ScipWriter:
         self.model.addConsSOS1([first, second])
 
 
+def _ideal_separator(encoding: Any, tolerance: float = 1e-6) -> Any:
+    """A SCIP separator for the ideal ReLU inequalities (11) of :mod:`solvers.mip_model`: at every LP solution it
+    adds, for each unstable neuron, the most violated one (if any) as a cut."""
+    from pyscipopt import SCIP_RESULT, Sepa
+
+    class IdealReLUSeparator(Sepa):
+        def sepaexeclp(self) -> dict:
+            model = self.model
+            values = np.array([model.getSolVal(None, v) for v in encoding.variables])
+            found = False
+            for neuron in encoding.neurons:
+                cut = separate_ideal(neuron, values, tolerance)
+                if cut is None:
+                    continue
+                coefs, d_coef, rhs = cut
+                row = model.createEmptyRowSepa(self, "ideal_relu", lhs=None, rhs=rhs, local=False, removable=True)
+                model.cacheRowExtensions(row)
+                model.addVarToRow(row, model.getTransformedVar(encoding.variables[neuron.h_index]), 1.0)
+                model.addVarToRow(row, model.getTransformedVar(encoding.variables[neuron.d_index]), -d_coef)
+                for index, coef in coefs.items():
+                    if coef != 0.0:
+                        model.addVarToRow(row, model.getTransformedVar(encoding.variables[index]), -coef)
+                model.flushRowExtensions(row)
+                if model.isCutEfficacious(row):
+                    model.addCut(row)
+                    found = True
+                model.releaseRow(row)
+            return {"result": SCIP_RESULT.SEPARATED if found else SCIP_RESULT.DIDNOTFIND}
+
+    return IdealReLUSeparator()
+
+
 def _solve_scip(problem: MIPProblem, options: BackendOptions, clock: _Clock) -> MIPOutcome:
     from pyscipopt import SCIP_PARAMSETTING, Model
 
@@ -178,6 +220,11 @@ def _solve_scip(problem: MIPProblem, options: BackendOptions, clock: _Clock) -> 
     encoding = encode(problem, _ScipWriter(model), options.formulation, l2="quadratic", deadline=clock.hard)
     if (constant := _constant(problem, encoding.objective)) is not None:
         return constant
+    if options.formulation == "anderson" and encoding.neurons:
+        # Presolve would aggregate the variables the cuts are written in; the model is small and tight already.
+        model.setParam("presolving/maxrounds", 0)
+        model.includeSepa(_ideal_separator(encoding), "ideal_relu", "ideal ReLU inequalities (Anderson et al.)",
+                          priority=100_000, freq=1)
     model.setObjective(encoding.objective, "maximize")
     model.setParam("limits/absgap", float(options.gap))
     model.setParam("limits/gap", float(options.relative_gap))

@@ -10,6 +10,10 @@ action set. :func:`encode` writes, through a small :class:`Writer` adapter (one 
          (3) l_kj >= 0:  h_kj = z_kj                           (substituted, no binary)
          unstable neurons, big-M (Anderson et al., 2020):
          (4) h >= z,  0 <= h <= u,  (5) h <= z - l (1 - d),  (6) h <= u d,  d in {0, 1}
+         unstable neurons, "anderson" (SCIP only): (4)-(6) plus, separated as cuts, the ideal
+         inequalities of Anderson et al. (2020, Theorem 1) for every subset I of the inputs x_i in
+         [L_i, U_i] (with L^_i, U^_i the bound at which w_i x_i is smallest / largest):
+        (11) h <= sum_{i in I} w_i (x_i - L^_i (1 - d)) + (b + sum_{i not in I} w_i U^_i) d
          unstable neurons, SOS1 (SCIP only):
          (7) z = h - t,  h in [0, u],  t in [0, -l],  SOS1{h, t}
          action set:
@@ -25,7 +29,7 @@ action set. :func:`encode` writes, through a small :class:`Writer` adapter (one 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -88,6 +92,23 @@ class Writer(Protocol):
 
 
 @dataclass
+class NeuronInputs:
+    """One unstable neuron ``h = relu(sum_i w_i x_i + b)`` with its binary ``d``, for the cuts (11).
+
+    Every input ``x_i`` is a linear form over the model's variables, ``const_i + sum coef * variables[index]``,
+    with bounds ``[lower_i, upper_i]``."""
+
+    h_index: int
+    """Index of ``h`` in :attr:`Encoding.variables` (``d`` is the next one)."""
+    d_index: int
+    weights: np.ndarray
+    bias: float
+    forms: list[tuple[dict[int, float], float]]
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+@dataclass
 class Encoding:
     """Handles of the variables :func:`encode` created, for objectives, hints and cuts."""
 
@@ -95,6 +116,8 @@ class Encoding:
     objective: Any
     variables: list
     """Every variable, in the order of :func:`hint_values`."""
+    neurons: list[NeuronInputs] = field(default_factory=list)
+    """The unstable neurons with their inputs (``formulation="anderson"`` only)."""
 
 
 def _affine(writer: Writer, prev: list, row: np.ndarray, bias: float) -> Any:
@@ -113,10 +136,14 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
     With ``deadline`` (a ``time.perf_counter()`` reading) it raises :class:`OutOfTime` once that has
     passed, checked at every neuron, so that a large model does not outlast the time it was given.
     """
-    if formulation not in ("bigm", "sos1"):
-        raise ValueError(f"formulation must be 'bigm' or 'sos1', got {formulation!r}.")
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {', '.join(FORMULATIONS)}, got {formulation!r}.")
     actions = [writer.var(float(lo), float(hi)) for lo, hi in zip(problem.low, problem.high, strict=True)]
     variables = list(actions)
+    # For the cuts (11): every input of the current layer as a linear form over ``variables`` and its bounds.
+    forms: list[tuple[dict[int, float], float] | None] = [({i: 1.0}, 0.0) for i in range(len(actions))]
+    form_low, form_high = np.asarray(problem.low, dtype=np.float64), np.asarray(problem.high, dtype=np.float64)
+    neurons: list[NeuronInputs] = []
     if problem.set_kind == "l1_ball":
         spread = [writer.var(0.0, float(problem.radius)) for _ in actions]
         for a_i, s_i, c_i in zip(actions, spread, problem.center, strict=True):
@@ -131,23 +158,33 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
     prev: list = list(actions)
     for k in range(len(problem.weights) - 1):
         layer: list = []
+        layer_forms: list[tuple[dict[int, float], float] | None] = []
         for j in range(problem.weights[k].shape[0]):
             if deadline is not None and time.perf_counter() >= deadline:
                 raise OutOfTime(f"the model was not written by its deadline (layer {k + 1}, neuron {j})")
             lo, up = float(problem.lower[k][j]), float(problem.upper[k][j])
             if up <= 0:  # (2)
                 layer.append(None)
+                layer_forms.append(None)
                 continue
             z = _affine(writer, prev, problem.weights[k][j], problem.biases[k][j])
             if lo >= 0:  # (3)
                 layer.append(z)
+                if formulation == "anderson":
+                    layer_forms.append(_combine(forms, problem.weights[k][j], float(problem.biases[k][j])))
                 continue
             h = writer.var(0.0, up)
-            if formulation == "bigm":
+            if formulation in ("bigm", "anderson"):
                 d = writer.var(0.0, 1.0, integer=True)
                 writer.add(h >= z)  # (4)
                 writer.add(h <= z - lo + lo * d)  # (5)
                 writer.add(h <= up * d)  # (6)
+                if formulation == "anderson":
+                    live = [i for i, f in enumerate(forms) if f is not None and problem.weights[k][j][i] != 0.0]
+                    neurons.append(NeuronInputs(len(variables), len(variables) + 1, problem.weights[k][j][live],
+                                                float(problem.biases[k][j]), [forms[i] for i in live],
+                                                form_low[live], form_high[live]))
+                    layer_forms.append(({len(variables): 1.0}, 0.0))
                 variables += [h, d]
             else:
                 t = writer.var(0.0, -lo)
@@ -156,8 +193,55 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
                 variables += [h, t]
             layer.append(h)
         prev = layer
+        if formulation == "anderson":
+            forms = layer_forms
+            form_low = np.maximum(np.asarray(problem.lower[k], dtype=np.float64), 0.0)  # relu(z) in [max(l, 0), u]
+            form_high = np.maximum(np.asarray(problem.upper[k], dtype=np.float64), 0.0)
     objective = _affine(writer, prev, problem.weights[-1][0], problem.biases[-1][0])
-    return Encoding(actions, objective, variables)
+    return Encoding(actions, objective, variables, neurons)
+
+
+FORMULATIONS = ("bigm", "sos1", "anderson")
+
+
+def _combine(forms: list, weights: np.ndarray, bias: float) -> tuple[dict[int, float], float]:
+    """The linear form of ``sum_i weights_i forms_i + bias`` (dead inputs, ``None``, contribute nothing)."""
+    coefs: dict[int, float] = {}
+    const = bias
+    for w, form in zip(weights, forms, strict=True):
+        if form is None or w == 0.0:
+            continue
+        for index, coef in form[0].items():
+            coefs[index] = coefs.get(index, 0.0) + float(w) * coef
+        const += float(w) * form[1]
+    return coefs, const
+
+
+def separate_ideal(neuron: NeuronInputs, values: np.ndarray, tolerance: float = 1e-6
+                   ) -> tuple[dict[int, float], float, float] | None:
+    """The most violated inequality (11) of ``neuron`` at ``values`` (one per model variable), or ``None``.
+
+    Returns ``(coefs, d_coef, rhs)`` of ``h - sum coefs[index] * variables[index] - d_coef * d <= rhs``, found in
+    linear time as in Anderson et al.: input ``i`` joins ``I`` when ``w_i (x_i - L^_i (1 - d)) < w_i U^_i d``.
+    """
+    w = neuron.weights
+    low_hat = np.where(w >= 0, neuron.lower, neuron.upper)
+    up_hat = np.where(w >= 0, neuron.upper, neuron.lower)
+    x = np.array([const + sum(c * values[i] for i, c in coefs.items()) for coefs, const in neuron.forms])
+    d = float(values[neuron.d_index])
+    inside = w * (x - low_hat * (1 - d)) < w * up_hat * d
+    bound = float((w * (x - low_hat * (1 - d)))[inside].sum() + (neuron.bias + (w * up_hat)[~inside].sum()) * d)
+    if float(values[neuron.h_index]) <= bound + tolerance:
+        return None
+    coefs: dict[int, float] = {}
+    rhs = -float((w * low_hat)[inside].sum())
+    for i in np.flatnonzero(inside):
+        form_coefs, const = neuron.forms[i]
+        for index, coef in form_coefs.items():
+            coefs[index] = coefs.get(index, 0.0) + float(w[i]) * coef
+        rhs += float(w[i]) * const  # x_i = const + sum coef * variable: the constant moves to the right
+    d_coef = float((w * low_hat)[inside].sum() + neuron.bias + (w * up_hat)[~inside].sum())
+    return coefs, d_coef, rhs
 
 
 def forward(problem: MIPProblem, action: np.ndarray) -> tuple[list[np.ndarray], float]:
@@ -182,7 +266,7 @@ def hint_values(problem: MIPProblem, action: np.ndarray, formulation: str = "big
             if up <= 0 or lo >= 0:
                 continue
             h = min(max(float(z_j), 0.0), float(up))
-            if formulation == "bigm":
+            if formulation in ("bigm", "anderson"):
                 values += [h, 1.0 if z_j > 0 else 0.0]
             else:
                 values += [h, min(max(-float(z_j), 0.0), -float(lo))]

@@ -55,7 +55,7 @@ from solvers.mip_backends import (
     not_started,
     solve_problem,
 )
-from solvers.mip_model import MIPOutcome, MIPProblem
+from solvers.mip_model import FORMULATIONS, MIPOutcome, MIPProblem
 from solvers.parallel import check_executor
 from solvers.registry import register
 from solvers.relu_net import ReLUNet
@@ -81,7 +81,8 @@ class MIPSolver:
     bounds: str = "crown"
     """Neuron bounds for the model: ``"ibp"``, ``"crown"`` or ``"obbt"`` (CROWN tightened by LP)."""
     formulation: str = "bigm"
-    """Unstable neurons as ``"bigm"`` or ``"sos1"`` (SOS1: ``"scip"`` only)."""
+    """Unstable neurons as ``"bigm"``, ``"sos1"`` or ``"anderson"`` (big-M plus the ideal inequalities of
+    Anderson et al. separated as cuts at every LP solution); the last two ``"scip"`` only."""
     separating: str = "no-aggregation"
     """SCIP cuts: ``"default"``, ``"no-aggregation"`` (aggregation separator off), ``"fast"``, ``"off"``."""
     params: dict[str, Any] = field(default_factory=dict)
@@ -115,10 +116,11 @@ class MIPSolver:
         self.name = self.name or self.backend
         if self.bounds not in ("ibp", "crown", "obbt"):
             raise ValueError(f"bounds must be 'ibp', 'crown' or 'obbt', got {self.bounds!r}.")
-        if self.formulation not in ("bigm", "sos1"):
-            raise ValueError(f"formulation must be 'bigm' or 'sos1', got {self.formulation!r}.")
-        if self.formulation == "sos1" and self.backend != "scip":
-            raise ValueError(f"formulation='sos1' needs backend 'scip', got {self.backend!r}; use 'bigm'.")
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {', '.join(FORMULATIONS)}, got {self.formulation!r}.")
+        if self.formulation in ("sos1", "anderson") and self.backend != "scip":
+            raise ValueError(f"formulation={self.formulation!r} needs backend 'scip', got {self.backend!r}; "
+                             "use 'bigm'.")
         if self.separating not in SEPARATING:
             raise ValueError(f"separating must be one of {', '.join(SEPARATING)}, got {self.separating!r}.")
         if self.incumbent not in ("ga", None):

@@ -5,6 +5,9 @@ action dims), ``value == Q(action)``, an upper bound never below the true maximu
 under tight limits, and clear errors.
 """
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import random_relu_net
@@ -13,7 +16,7 @@ from torch import nn
 import solvers
 from solvers import ActionSet, SolveStatus
 
-EXACT = ["scip", "ortools-scip", "ortools-highs", "ortools-cbc", "bnb"]
+EXACT = ["scip", "ortools-scip", "ortools-highs", "ortools-cbc", "bnb", "exact"]
 GAP = 1e-4
 
 
@@ -22,7 +25,7 @@ def _net(action_dim, hidden=(8, 8), seed=0):
 
 
 def _make(name, **options):
-    if name != "bnb":
+    if name not in ("bnb", "exact"):
         options.setdefault("workers", 1)
     return solvers.make(name, gap=GAP, **options)
 
@@ -123,7 +126,7 @@ def test_a_net_with_no_unstable_neurons_is_solved_exactly():
     c = (module[2].weight @ module[0].weight[:, 2:]).detach().squeeze(0)
     expected_action = torch.where(c > 0, 1.0, -1.0).expand(2, -1)
     for name in EXACT:
-        result = _make(name, skip_certified=False) if name != "bnb" else _make(name)
+        result = _make(name, skip_certified=False) if name not in ("bnb", "exact") else _make(name)
         result = result.solve(net, x, aset)
         torch.testing.assert_close(result.values, net(x, expected_action), atol=1e-4, rtol=0)
         assert (result.status != SolveStatus.TIME_LIMIT).all()
@@ -211,3 +214,78 @@ def test_map_jobs_keeps_order_and_checks_its_arguments():
         map_jobs(abs, [1, 2], workers=0)
     with pytest.raises(ValueError, match="executor must be one of"):
         map_jobs(abs, [1], executor="threads")
+
+
+def test_the_portfolio_hands_what_bnb_leaves_open_to_scip():
+    net, aset = _net(4, hidden=(16, 12), seed=21), _set("box", 4)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(21))
+    reference = _make("scip", time_limit=30.0).solve(net, x, aset)
+    # One branching iteration leaves every state open for the MIP stage.
+    portfolio = solvers.make("exact", gap=GAP, time_limit=30.0, bnb_options={"max_iterations": 1})
+    result = portfolio.solve(net, x, aset)
+    assert portfolio.last_stages == {"bnb": 5, "scip": 5}
+    _check_result(net, x, aset, result)
+    assert (result.status != SolveStatus.TIME_LIMIT).all()
+    torch.testing.assert_close(result.values, reference.values, atol=2 * GAP, rtol=0)
+    # Left alone, bnb certifies all of them and SCIP is not started.
+    alone = solvers.make("exact", gap=GAP, time_limit=30.0)
+    alone.solve(net, x, aset)
+    assert alone.last_stages == {"bnb": 5, "scip": 0}
+
+
+def test_the_portfolio_takes_the_closed_form_in_one_dimension():
+    net, aset = _net(1, seed=22), _set("box", 1)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(22))
+    portfolio = solvers.make("exact")
+    result = portfolio.solve(net, x, aset)
+    assert portfolio.last_stages == {"pwl1d": 4}
+    torch.testing.assert_close(result.values, _grid_max(net, x, aset, points=20001), atol=1e-4, rtol=0)
+
+
+def test_portfolio_options_are_checked():
+    with pytest.raises(ValueError, match="bnb_share"):
+        solvers.make("exact", bnb_share=0.0)
+    with pytest.raises(ValueError, match="may not set gap"):
+        solvers.make("exact", bnb_options={"gap": 0.1})
+
+
+@pytest.mark.parametrize("slope_threshold", [0, 128])
+def test_optimised_slopes_keep_branch_and_bound_exact(slope_threshold):
+    """With the slopes optimised from the first box (threshold 0) or once splitting stalls, bnb still agrees
+    with SCIP, and the bound it certifies is never below the true maximum."""
+    net, aset = _net(6, hidden=(16, 12), seed=23), _set("box", 6)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(23))
+    reference = _make("scip", time_limit=30.0).solve(net, x, aset)
+    for dtype in ("float64", "float32"):
+        result = _make("bnb", slope_threshold=slope_threshold, dtype=dtype).solve(net, x, aset)
+        _check_result(net, x, aset, result)
+        assert (result.status != SolveStatus.TIME_LIMIT).all()
+        assert (result.upper_bounds >= reference.values - 1e-5).all()
+        torch.testing.assert_close(result.values, reference.values, atol=2 * GAP, rtol=0)
+
+
+def _real_net(name):
+    """A Q-network saved from a CAQL run (benchmarks/data/q_networks) and its replay states."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "collect_q_networks.py"
+    spec = importlib.util.spec_from_file_location("collect_q_networks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    q, states, record = module.load_q_network(module.DATA / name)
+    return solvers.ReLUNet.from_torch(q, fixed_dim=record["obs_dim"]), states, record["action_dim"]
+
+
+@pytest.mark.parametrize("name", ["HalfCheetah-v5-32x16-20000.pt", "Walker2d-v5-32x16-8000.pt"])
+def test_bounds_on_real_q_networks_stay_above_the_best_known_maximum(name):
+    """On nets from real CAQL runs (6 action dims), bnb's bounds in float64 and float32, and the portfolio's,
+    are never below SCIP's optimum or the best of 20k sampled actions."""
+    net, states, action_dim = _real_net(name)
+    x, aset = states[:3], ActionSet.box(-1.0, 1.0, dim=action_dim)
+    reference = _make("scip", time_limit=30.0).solve(net, x, aset)
+    samples = aset.sample(20000, torch.Generator().manual_seed(0))
+    sampled = net(x.repeat_interleave(20000, 0), samples.repeat(3, 1)).reshape(3, -1).amax(1)
+    best = torch.maximum(reference.values, sampled)
+    for solver in (_make("bnb"), _make("bnb", dtype="float32"), _make("bnb", slope_threshold=0), _make("exact")):
+        result = solver.solve(net, x, aset)
+        _check_result(net, x, aset, result)
+        assert (result.upper_bounds >= best - 1e-6).all()
+        assert (result.status != SolveStatus.TIME_LIMIT).all()

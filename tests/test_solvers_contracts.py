@@ -16,7 +16,7 @@ EXPECTED = {
     "cem": SolverCapabilities(warm_start=True, rng_state=True),
     "pwl1d": SolverCapabilities(exact=True, max_action_dim=1),
     **{name: SolverCapabilities(exact=True, gap=True, time_limit=True, warm_start=True)
-       for name in ("bnb", "scip", "ortools-scip", "ortools-highs", "ortools-cbc")},
+       for name in ("bnb", "exact", "scip", "ortools-scip", "ortools-highs", "ortools-cbc")},
 }
 
 

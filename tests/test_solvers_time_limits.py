@@ -44,7 +44,8 @@ def _check_valid(net, x, aset, result):
 
 @pytest.mark.parametrize(("name", "limit", "options"), [
     ("bnb", 0.01, {}), ("bnb", 0.3, {}), ("bnb", 0.3, {"dtype": "float32"}),
-    ("scip", 0.05, {"workers": 1}), ("scip", 0.3, {"workers": 1}), ("ortools-highs", 0.1, {"workers": 1})])
+    ("scip", 0.05, {"workers": 1}), ("scip", 0.3, {"workers": 1}), ("ortools-highs", 0.1, {"workers": 1}),
+    ("exact", 0.3, {})])
 def test_time_limits_are_kept_for_the_whole_batch(name, limit, options):
     net, x, aset = _hard_problem()
     solver = solvers.make(name, gap=0.0, time_limit=limit, **options)
