@@ -198,6 +198,8 @@ def _ratio(row: dict, name: str, baseline: str) -> str:
 
 
 def markdown(report: dict) -> str:
+    from maxq_solvers import target_lines
+
     lines = ["# Certified max-Q at 6 action dimensions", "",
              f"Machine: {report['machine']}. Cells ran two at a time on the machine's two cores, the solvers of a "
              "cell one after another; compare within a row. Regenerate with `python benchmarks/maxq_certified.py`.",
@@ -224,10 +226,7 @@ def markdown(report: dict) -> str:
             f"{s['scip-bigm']['certified_per_s']:.1f} | {_ratio(r, 'bnb_over_scip', 'scip')} | "
             f"{_ratio(r, 'bnb_over_bnb_crown', 'bnb-crown')} | {r['ratios']['anderson_over_bigm_median']:.2f} |")
     lines += ["", "## Targets", ""]
-    for t in report["targets"]:
-        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        lines.append(f"- **{verdict}**: {t['target']}: {json.dumps(t['measured'])}"
-                     + (f" ({t['note']})" if t.get("note") else ""))
+    lines += target_lines(report["targets"])
     return "\n".join(lines) + "\n"
 
 

@@ -308,6 +308,16 @@ def targets(cells: list[dict]) -> list[dict]:
     return out
 
 
+def target_lines(targets: list[dict]) -> list[str]:
+    """One markdown bullet per target: met / NOT met / not measured, what was measured, and the note."""
+    lines = []
+    for t in targets:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        lines.append(f"- **{verdict}**: {t['target']}: {json.dumps(t['measured'])}"
+                     + (f" ({t['note']})" if t.get("note") else ""))
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = ["# Max-Q solver benchmark", "",
              f"Machine: {report['machine']}. Budget: {report['budget']}.", "",
@@ -334,10 +344,7 @@ def markdown(report: dict) -> str:
                          f"{run['states_per_s']:.1f} | {run['certified_frac']:.2f} | "
                          f"{run['gap_to_best_median']:.1e} / {run['gap_to_best_max']:.1e} |")
     lines += ["", "## Targets (2-core CPU)", ""]
-    for t in report["targets"]:
-        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        lines.append(f"- **{verdict}**: {t['target']}: {json.dumps(t['measured'])}"
-                     + (f" ({t['note']})" if t.get("note") else ""))
+    lines += target_lines(report["targets"])
     if report.get("time_limit_overrun"):
         lines += overrun_markdown(report["time_limit_overrun"])
     return "\n".join(lines) + "\n"

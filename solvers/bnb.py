@@ -45,7 +45,7 @@ from typing import ClassVar
 
 import torch
 
-from solvers._common import Deadline, empty_result, prepare, resolve_gap
+from solvers._common import Deadline, begin_solve, empty_result
 from solvers.action_set import ActionSet
 from solvers.bounds import Domain, default_slopes, linear_layers, optimised_output_bound, round_up
 from solvers.capabilities import EXACT, SolverCapabilities
@@ -114,11 +114,10 @@ class BranchAndBoundSolver:
 
     def solve(self, net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
-        start_time = time.perf_counter()
-        deadline = Deadline.after(self.time_limit, start_time)
-        x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
-        gap = resolve_gap(self.gap, tolerance)
-        if x.shape[0] == 0:
+        call = begin_solve(net, fixed_inputs, action_set, warm_start, self.time_limit, self.gap, tolerance)
+        start_time, deadline, x, aset, warm, gap = (call.start_time, call.deadline, call.x, call.aset, call.warm,
+                                                    call.gap)
+        if call.empty:
             return empty_result(x, net.action_dim, start_time)
         dtype = _DTYPES[self.dtype]
         margin = self.margin if dtype == torch.float32 else 0.0

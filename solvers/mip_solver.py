@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import torch
 
 from solvers import parallel
-from solvers._common import Deadline, empty_result, prepare, resolve_gap
+from solvers._common import begin_solve, empty_result
 from solvers.action_set import ActionSet
 from solvers.bounds import compute_bounds, round_up
 from solvers.capabilities import EXACT, SolverCapabilities
@@ -136,11 +136,10 @@ class MIPSolver:
 
     def solve(self, net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
-        start_time = time.perf_counter()
-        deadline = Deadline.after(self.time_limit, start_time)
-        x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
-        gap = resolve_gap(self.gap, tolerance)
-        if x.shape[0] == 0:
+        call = begin_solve(net, fixed_inputs, action_set, warm_start, self.time_limit, self.gap, tolerance)
+        start_time, deadline, x, aset, warm, gap = (call.start_time, call.deadline, call.x, call.aset, call.warm,
+                                                    call.gap)
+        if call.empty:
             return empty_result(x, net.action_dim, start_time)
         net64, x64 = net.to(net.device, torch.float64), x.double()
         batch = x.shape[0]
