@@ -51,6 +51,11 @@ class PortfolioSolver:
     """Options of :class:`~solvers.bnb.BranchAndBoundSolver` (``gap`` and ``time_limit`` are set here)."""
     mip_options: dict[str, Any] = field(default_factory=lambda: {"workers": 1})
     """Options of the SCIP :class:`~solvers.mip_solver.MIPSolver` (one worker: it runs in this process)."""
+    ga_starts: int | None = None
+    """Random starts of both stages' incumbent ascent (``None``: each stage's default). CAQL sets it low, as for
+    ``bnb``, since its solves are warm-started by the action function."""
+    ga_iterations: int | None = None
+    """Steps of both stages' incumbent ascent (``None``: each stage's default)."""
     seed: int = 0
     name: str = "exact"
     capabilities: ClassVar[SolverCapabilities] = EXACT
@@ -82,7 +87,7 @@ class PortfolioSolver:
             self.last_stages = {"pwl1d": x.shape[0]}
             result.solve_seconds = time.perf_counter() - start_time
             return result
-        bnb = BranchAndBoundSolver(**{"seed": self.seed, **self.bnb_options}, gap=gap,
+        bnb = BranchAndBoundSolver(**{"seed": self.seed, **self._incumbent_search(), **self.bnb_options}, gap=gap,
                                    time_limit=self.bnb_share * self.time_limit)
         result = bnb.solve(net, x, aset, warm_start=warm)
         open_ = torch.nonzero(result.status == int(SolveStatus.TIME_LIMIT)).squeeze(1)
@@ -93,14 +98,19 @@ class PortfolioSolver:
         for row in open_.tolist():
             if deadline.remaining() <= 1e-3:
                 break
-            mip = MIPSolver(**{"seed": self.seed, **self.mip_options}, backend="scip", gap=gap,
-                            time_limit=deadline.remaining())
+            options = {"seed": self.seed, **self._incumbent_search(), **self.mip_options}
+            mip = MIPSolver(**options, backend="scip", gap=gap, time_limit=deadline.remaining())
             rows = torch.tensor([row], device=x.device)
             _merge(result, mip.solve(net, x[rows], aset, warm_start=result.actions[rows]), rows, gap)
             handed += 1
         self.last_stages = {"bnb": x.shape[0], "scip": handed}
         result.solve_seconds = time.perf_counter() - start_time
         return result
+
+
+    def _incumbent_search(self) -> dict[str, int]:
+        return {k: v for k, v in (("ga_starts", self.ga_starts), ("ga_iterations", self.ga_iterations))
+                if v is not None}
 
 
 def _merge(result: MaxQResult, rest: MaxQResult, rows: torch.Tensor, gap: float) -> None:

@@ -41,7 +41,7 @@ def test_caql_scip_learns_constrained_pendulum(tmp_path):
     assert result.final_return > -1100, result.evaluations
 
 
-@pytest.mark.parametrize("solver", ["ga", "cem", "bnb"])
+@pytest.mark.parametrize("solver", ["ga", "cem", "bnb", "exact"])
 def test_caql_trains_end_to_end_on_an_l2_ball(tmp_path, solver):
     # Hopper with ||a||_2 <= 0.5: every action the agent applies and every max-Q answer stay in the ball.
     config = CAQLConfig(env=EnvConfig("Hopper-v5", action_bound=0.5, action_set="l2_ball"), solver=solver,
