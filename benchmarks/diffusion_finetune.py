@@ -6,7 +6,8 @@ run in pieces):
 
 * ``ring``: DPOK, PPO, RWR and f-divergence PG on the ring (reward ``x``, β = 0.5, seed 0) against the exact
   optimum ``p* ∝ p_ref exp(r/β)``: the share of the way from the reference's reward to the optimum's and the
-  output KL over the optimum's; DPOK with the full model, LoRA (rank 4) and the side network; DPOK over
+  output KL over the optimum's; DPOK with the full model, LoRA (rank 4) and the side network (width 64, and
+  width 16 at β 0.5 and 1, to read its reward at LoRA's KL with fewer parameters than LoRA); DPOK over
   β ∈ {0.1, 0.25, 0.5, 1, 2} beside the optimum's curve (the alignment-fidelity trade-off).
 * ``digits``: the four methods making strokes thicker (``thickness``, β = 0.01) with the held-out classifier's
   probability of the prompted class as the reward-hacking monitor, and DPOK with each trainable part.
@@ -48,6 +49,8 @@ METHODS = ("dpok", "ppo", "rwr", "fpg")
 RING_STEPS = {"dpok": 150, "ppo": 150, "rwr": 1_000, "fpg": 150}
 DIGITS_STEPS = {"dpok": 30, "ppo": 30, "rwr": 300, "fpg": 30}
 BETAS = (0.1, 0.25, 0.5, 1.0, 2.0)
+SMALL_SIDE = 16
+"""Hidden width of the small side network (2,914 trainable parameters on the ring, LoRA rank 4 has 3,216)."""
 GLOBAL_STEPS = (1, 2, 3, 4, 6, 10, 30)
 
 
@@ -59,6 +62,9 @@ def jobs_of(parts: list[str]) -> list[dict[str, Any]]:
             jobs += [{"part": "ring", "method": m, "trainable": "full", "beta": 0.5} for m in METHODS]
             jobs += [{"part": "ring", "method": "dpok", "trainable": t, "beta": 0.5} for t in ("lora", "side")]
             jobs += [{"part": "ring", "method": "dpok", "trainable": "full", "beta": b} for b in BETAS if b != 0.5]
+            # A side network smaller than LoRA, at two β, so that its reward can be read at LoRA's KL.
+            jobs += [{"part": "ring", "method": "dpok", "trainable": "side", "beta": b, "side_hidden": SMALL_SIDE}
+                     for b in (0.5, 1.0)]
         elif part == "digits":
             jobs += [{"part": "digits", "method": m, "trainable": "full", "beta": 0.01} for m in METHODS]
             jobs += [{"part": "digits", "method": "dpok", "trainable": t, "beta": 0.01} for t in ("lora", "side")]
@@ -71,7 +77,8 @@ def jobs_of(parts: list[str]) -> list[dict[str, Any]]:
 def key_of(job: dict[str, Any]) -> str:
     if job["part"] == "fix":
         return f"fix-{job['mode']}-{job['steps']}"
-    return f"{job['part']}-{job['method']}-{job['trainable']}-b{job['beta']}"
+    width = f"-h{job['side_hidden']}" if "side_hidden" in job else ""
+    return f"{job['part']}-{job['method']}-{job['trainable']}{width}-b{job['beta']}"
 
 
 def _peak_memory_mb() -> float:
@@ -96,7 +103,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         def reward(x: torch.Tensor) -> torch.Tensor:
             return x[:, 0]
 
-        config = diffusion.FinetuneConfig(trainable=job["trainable"],
+        config = diffusion.FinetuneConfig(trainable=job["trainable"], side_hidden=job.get("side_hidden", 64),
                                           learning_rate=3e-3 if job["trainable"] == "lora" else 3e-4)
         steps = RING_STEPS[job["method"]]
         result = diffusion.finetune(bed.model, bed.scheduler, reward, job["method"], job["beta"], steps, 0, config)
@@ -183,7 +190,8 @@ def report(runs: dict[str, dict[str, Any]], machine: str) -> None:
             best = _interpolate(frontier, r["kl"])
             gain = r["expected_reward"] - r["reference_reward"]
             at_kl = "–" if best is None else f"{gain / (best - r['reference_reward']):.3f}"
-            lines.append(f"| {r['method']} | {r['trainable']} | {r['beta']} | {r['steps']} | {r['share']:.3f} | "
+            trainable = r["trainable"] + (f" (width {r['side_hidden']})" if "side_hidden" in r else "")
+            lines.append(f"| {r['method']} | {trainable} | {r['beta']} | {r['steps']} | {r['share']:.3f} | "
                          f"{r['kl_over_optimum']:.2f} | {at_kl} | {r['trainable_parameters']:,} | "
                          f"{r['seconds_per_iteration']} | {r['peak_memory_mb']:.0f} |")
         lines += ["", "The frontier is the exact optima of the five β, linearly interpolated at a run's output KL (a "
@@ -194,12 +202,23 @@ def report(runs: dict[str, dict[str, Any]], machine: str) -> None:
             ok = [r["method"] for r in met if r["share"] >= 0.9 and r["kl_over_optimum"] <= 1.0]
             lines += ["", f"Target (β = 0.5, full model: at least 90 % of the way at no more than the optimum's KL) "
                       f"met by {', '.join(ok) or 'none'} of {', '.join(r['method'] for r in met)}."]
-        parts = {r["trainable"]: r for r in ring if r["method"] == "dpok" and r["beta"] == 0.5}
+        parts = {r["trainable"]: r for r in ring
+                 if r["method"] == "dpok" and r["beta"] == 0.5 and "side_hidden" not in r}
         if {"lora", "side"} <= set(parts):
             lora, side = parts["lora"], parts["side"]
             lines.append(f"Side network against LoRA (DPOK, β = 0.5): share {side['share']:.3f} vs {lora['share']:.3f} "
                          f"at output KL {side['kl']:.3f} vs {lora['kl']:.3f}, with {side['trainable_parameters']:,} "
                          f"vs {lora['trainable_parameters']:,} trainable parameters.")
+            small = [r for r in ring if r.get("side_hidden") == SMALL_SIDE]
+            at_kl = _interpolate([(r["kl"], r["expected_reward"]) for r in small], lora["kl"])
+            if at_kl is not None:
+                fewer = small[0]["trainable_parameters"] < lora["trainable_parameters"]
+                met = fewer and at_kl >= lora["expected_reward"]
+                lines.append(f"Target (the side network matches LoRA's reward at equal KL with fewer trainable "
+                             f"parameters): {'met' if met else 'NOT met'}: the width-{SMALL_SIDE} side network "
+                             f"({small[0]['trainable_parameters']:,} parameters; DPOK at β 0.5 and 1, interpolated) "
+                             f"reaches {at_kl:.3f} at LoRA's KL {lora['kl']:.3f}, LoRA {lora['expected_reward']:.3f} "
+                             f"({lora['trainable_parameters']:,} parameters).")
         lines += ["", "![trade-off](diffusion_finetune_tradeoff.png)", ""]
     digits = [r for r in runs.values() if r["part"] == "digits"]
     if digits:
@@ -253,9 +272,13 @@ def plots(runs: dict[str, dict[str, Any]]) -> None:
         ax.plot([r["optimum_kl"] for r in sweep], [r["optimum_reward"] for r in sweep], "-o", label="exact optimum p*")
         ax.plot([r["kl"] for r in sweep], [r["expected_reward"] for r in sweep], "--s", label="DPOK")
         others = [r for r in runs.values() if r["part"] == "ring" and r["beta"] == 0.5
-                  and (r["method"] != "dpok" or r["trainable"] != "full")]
+                  and (r["method"] != "dpok" or r["trainable"] != "full") and "side_hidden" not in r]
         for r in others:
             ax.plot([r["kl"]], [r["expected_reward"]], "x", label=f"{r['method']} {r['trainable']} (β 0.5)")
+        small = sorted((r for r in runs.values() if "side_hidden" in r), key=lambda r: r["kl"])
+        if small:
+            ax.plot([r["kl"] for r in small], [r["expected_reward"] for r in small], ":^",
+                    label=f"dpok side, width {small[0]['side_hidden']} (β 0.5, 1)")
         for r in sweep:
             ax.annotate(f"β {r['beta']}", (r["kl"], r["expected_reward"]), fontsize=7)
         ax.set_xlabel("KL to the pretrained model (output)")
