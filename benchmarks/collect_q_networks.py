@@ -101,16 +101,23 @@ def main() -> None:
     parser.add_argument("--hidden", nargs="+", choices=list(HIDDEN), default=list(HIDDEN))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one torch thread each)")
+    from _grid import add_executor_arguments, run_grid
+
+    add_executor_arguments(parser)
     args = parser.parse_args()
-    from _grid import run_grid
 
     DATA.mkdir(parents=True, exist_ok=True)
     specs = [{"key": f"{task}-{hidden}", "task": task, "hidden": hidden, "seed": args.seed}
              for task in args.tasks for hidden in args.hidden]
     todo = [s for s in specs if not all(net_path(s["task"], s["hidden"], step).exists() for step in STAGES.values())]
     print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to do", flush=True)
-    run_grid(collect, todo, workers=args.workers, on_result=lambda r: (write_manifest(), print(
-        f"{r['key']}: {', '.join(r['files'])} in {r['seconds']:.0f} s", flush=True)))
+
+    def done(result: dict) -> None:
+        write_manifest()
+        print(f"{result['key']}: {', '.join(result['files'])} in {result['seconds']:.0f} s", flush=True)
+
+    run_grid(collect, todo, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+             on_result=done)
     write_manifest()
 
 

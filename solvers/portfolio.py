@@ -107,7 +107,6 @@ class PortfolioSolver:
         result.solve_seconds = time.perf_counter() - start_time
         return result
 
-
     def _incumbent_search(self) -> dict[str, int]:
         return {k: v for k, v in (("ga_starts", self.ga_starts), ("ga_iterations", self.ga_iterations))
                 if v is not None}

@@ -216,7 +216,10 @@ def test_minilm_history_and_candidates_are_sentence_embeddings():
 
 
 # ---------------------------------------------------------------------------------------------- experts
-def test_moe_lm_heads_speak_their_own_intent(tmp_path):
+def test_moe_lm_heads_speak_their_own_intent(tmp_path, monkeypatch):
+    # An empty default cache: training a MoE-LM must not need one (its data once came from an environment that
+    # loaded the default MoE-LM, which recursed on a machine without the cache).
+    monkeypatch.setenv("RLCORE_CACHE_DIR", str(tmp_path / "empty-cache"))
     # A model small enough to train in seconds (measured: every head 100 % its own intent; chance is 20 %).
     config = MoELMConfig(word_dim=16, hidden_dim=32, latent_dim=32, train_users=64, train_turns=16, steps=60,
                          batch_size=64, learning_rate=1e-2)
@@ -229,9 +232,10 @@ def test_moe_lm_heads_speak_their_own_intent(tmp_path):
         intent = L.parse_bot(model.generate(z, head))[0]
         assert (intent == head).float().mean() > 2 * chance, L.INTENTS[head]
     experts = [dialogue.MoEHeadExpert(model, i) for i in range(5)]
-    env = dialogue.DialogueEnv(num_envs=4, seed=0, experts=experts)
+    env = dialogue.DialogueEnv(num_envs=4, seed=0, experts=experts, history_encoder="tracker")
     obs, _ = env.reset(seed=0)
     assert obs["candidates"].shape == (4, 5, len(L.VOCAB)) and "custom" in repr(env)
+    assert not (tmp_path / "empty-cache").exists()  # nothing fell back on the default model
 
 
 def test_custom_experts_plug_in():

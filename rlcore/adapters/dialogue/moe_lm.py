@@ -143,8 +143,9 @@ def collect_dialogues(config: MoELMConfig) -> dict[str, torch.Tensor]:
     """Training data: histories (features, last exchange) and every template expert's proposal, with its mask."""
     from rlcore.adapters.dialogue.env import DialogueEnv
 
+    # The tracker history: the default ("learned") reads the MoE-LM, which is what this data trains.
     env = DialogueEnv(config.train_users, seed=config.seed, num_topics=config.num_topics,
-                      episode_length=config.episode_length)
+                      episode_length=config.episode_length, history_encoder="tracker")
     generator = torch.Generator().manual_seed(config.seed + 1)
     obs, _ = env.reset(seed=config.seed)
     parts: dict[str, list[torch.Tensor]] = {"features": [], "bot": [], "user": [], "targets": [], "mask": []}
