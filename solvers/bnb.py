@@ -91,9 +91,10 @@ class BranchAndBoundSolver:
     (input splitting stalling); below it CROWN's slopes are cheaper. 0: from the first box on."""
     slope_max_width: int | None = 32
     """Nets whose widest hidden layer is wider than this keep CROWN's slopes (``None``: no limit). Measured in
-    ``benchmarks/results/maxq_certified.md``: the optimised slopes paid on every (32, 16) net (up to 2.6x the
-    certified states/s, and 98 % certified where CROWN's slopes certified none) and cost 10-30 % on the
-    (64, 64) nets, where their per-box cost grows faster than the tree shrinks."""
+    ``benchmarks/results/maxq_certified.md``: on the (32, 16) nets where splitting stalled the optimised slopes
+    gave up to 2.8x the certified states/s (and 98-100 % certified where CROWN's slopes certified none in the
+    limit), elsewhere 0.8-1.3x; with slopes on, the (64, 64) nets ran at 0.7-0.9x, their per-box cost growing
+    faster than the tree shrinks."""
     slope_lr: float = 0.1
     """Adam step size of the slope optimisation."""
     refine_every: int = 5
