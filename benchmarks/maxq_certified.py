@@ -36,7 +36,6 @@ import math
 import platform
 import statistics
 import time
-import zlib
 from pathlib import Path
 
 from _grid import add_executor_arguments, run_grid
@@ -66,7 +65,7 @@ def load_cell(cell: dict):
     """``(module, states, action_dim, description)`` of a cell."""
     import torch
     from collect_q_networks import load_q_network
-    from maxq_solvers import STATE_DIM, make_net
+    from maxq_solvers import STATE_DIM, cell_seed, make_net
 
     if cell["kind"] == "real":
         module, states, record = load_q_network(DATA / cell["file"])
@@ -74,7 +73,7 @@ def load_cell(cell: dict):
             "task": record["task"], "hidden": record["hidden_sizes"], "stage": record["stage"], "step": record["step"]}
     hidden, action_dim = tuple(cell["hidden"]), cell["action_dim"]
     kind = "trained" if cell["kind"] == "fitted" else "random"
-    seed = zlib.crc32(f"{hidden}-{action_dim}-{kind}".encode()) % 10_000  # the nets of maxq_solvers.py
+    seed = cell_seed(hidden, action_dim, kind)  # the nets of maxq_solvers.py
     module = make_net(hidden, action_dim, kind, seed)
     states = torch.randn(64, STATE_DIM, generator=torch.Generator().manual_seed(seed + 1))
     return module, states, action_dim, {"task": cell["kind"], "hidden": list(hidden), "stage": None, "step": None}

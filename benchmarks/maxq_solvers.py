@@ -75,6 +75,11 @@ QUICK = Settings([(32, 16), (64, 64)], [1, 6], ["trained"], mip_states=2, batch_
                  bnb_time_limit=10.0, budget_s=4 * 60, ortools_cells=32)
 
 
+def cell_seed(hidden: tuple[int, ...], action_dim: int, kind: str) -> int:
+    """The seed of a cell's net (``seed + 1``: of its states): the same nets in every run and every script."""
+    return zlib.crc32(f"{hidden}-{action_dim}-{kind}".encode()) % 10_000
+
+
 def make_net(hidden: tuple[int, ...], action_dim: int, kind: str, seed: int) -> nn.Sequential:
     """A ReLU MLP on [state, action]: PyTorch's default initialisation (what a critic starts from),
     or that initialisation fitted to a multimodal target."""
@@ -133,7 +138,7 @@ def solver_specs(time_limit: float, bnb_time_limit: float) -> dict[str, tuple[st
 
 
 def run_cell(hidden, action_dim, kind, settings: Settings, deadline: float, log) -> dict:
-    seed = zlib.crc32(f"{hidden}-{action_dim}-{kind}".encode()) % 10_000  # the same nets in every run
+    seed = cell_seed(hidden, action_dim, kind)
     module = make_net(hidden, action_dim, kind, seed)
     net = solvers.ReLUNet.from_torch(module, fixed_dim=STATE_DIM)
     states = torch.randn(settings.batch_states, STATE_DIM, generator=torch.Generator().manual_seed(seed + 1))
@@ -201,7 +206,7 @@ def measure_overruns(existing: list[dict], log, redo: bool = False, save=None) -
     ``save(rows)``, if given, is called after every new row (so an interrupted run keeps its work)."""
     rows = {} if redo else {overrun_key(r): r for r in existing}
     for hidden, action_dim, kind in OVERRUN_NETS:
-        seed = zlib.crc32(f"{hidden}-{action_dim}-{kind}".encode()) % 10_000  # the nets of the grid
+        seed = cell_seed(hidden, action_dim, kind)  # the nets of the grid
         net = None
         states = torch.randn(OVERRUN_STATES, STATE_DIM, generator=torch.Generator().manual_seed(seed + 1))
         aset = ActionSet.box(-1.0, 1.0, dim=action_dim)

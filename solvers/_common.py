@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 
@@ -48,29 +47,15 @@ def prepare(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
     return x, aset, warm_start
 
 
-@dataclass
-class SolveCall:
-    """The checked inputs of a time-limited, gap-taking ``solve`` call and its clock."""
-
-    start_time: float
-    deadline: Deadline
-    x: torch.Tensor
-    aset: ActionSet
-    warm: torch.Tensor | None
-    gap: float
-
-    @property
-    def empty(self) -> bool:
-        return self.x.shape[0] == 0
-
-
 def begin_solve(net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet, warm_start: torch.Tensor | None,
-                time_limit: float, default_gap: float, tolerance: float | None) -> SolveCall:
-    """Start the clock, check the inputs (:func:`prepare`) and resolve the gap, as every exact solver does."""
+                time_limit: float, default_gap: float, tolerance: float | None
+                ) -> tuple[float, Deadline, torch.Tensor, ActionSet, torch.Tensor | None, float]:
+    """Start the clock, check the inputs (:func:`prepare`) and resolve the gap, as every exact solver does:
+    ``(start_time, deadline, x, action_set, warm_start, gap)``."""
     start_time = time.perf_counter()
     deadline = Deadline.after(time_limit, start_time)
     x, aset, warm = prepare(net, fixed_inputs, action_set, warm_start)
-    return SolveCall(start_time, deadline, x, aset, warm, resolve_gap(default_gap, tolerance))
+    return start_time, deadline, x, aset, warm, resolve_gap(default_gap, tolerance)
 
 
 def best_per_sample(actions: torch.Tensor, values: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

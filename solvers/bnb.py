@@ -115,10 +115,9 @@ class BranchAndBoundSolver:
 
     def solve(self, net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
-        call = begin_solve(net, fixed_inputs, action_set, warm_start, self.time_limit, self.gap, tolerance)
-        start_time, deadline, x, aset, warm, gap = (call.start_time, call.deadline, call.x, call.aset, call.warm,
-                                                    call.gap)
-        if call.empty:
+        start_time, deadline, x, aset, warm, gap = begin_solve(net, fixed_inputs, action_set, warm_start,
+                                                               self.time_limit, self.gap, tolerance)
+        if x.shape[0] == 0:
             return empty_result(x, net.action_dim, start_time)
         dtype = _DTYPES[self.dtype]
         margin = self.margin if dtype == torch.float32 else 0.0
@@ -140,6 +139,7 @@ class BranchAndBoundSolver:
             done = search.prune_and_check()
             if bool(done.all()):
                 break
+            search.start_slopes_if_stalled(done)
             if iteration >= self.max_iterations or deadline.expired() or search.size() > self.max_boxes:
                 break
             search.branch(per_iteration)
@@ -328,14 +328,16 @@ class _Search:
         if bool(newly.any()):
             self.final = torch.where(newly, current, self.final)
             self.boxes = boxes[~newly[boxes.idx]]
-        finished = self.finished()
-        options = self.options
+        return self.finished()
+
+    def start_slopes_if_stalled(self, finished: torch.Tensor) -> None:
+        """Switch the slope optimisation on once the frontier holds more than ``slope_threshold`` boxes per
+        unfinished sample; the boxes already there get NaN slopes (CROWN's at their next split)."""
         if (self.slopes_allowed and not self.optimise_slopes
-                and self.size() > options.slope_threshold * int((~finished).sum())):
+                and self.size() > self.options.slope_threshold * int((~finished).sum())):
             self.optimise_slopes = True
             self.boxes.slopes = torch.full((self.size(), self.slope_width), torch.nan, dtype=torch.float32,
                                            device=self.boxes.low.device)
-        return finished
 
     def branch(self, count: int) -> None:
         """Halve the ``count`` most promising boxes and bound their children, in chunks between which the

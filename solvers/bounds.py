@@ -317,37 +317,24 @@ def linear_layers(weights: list[torch.Tensor], biases: list[torch.Tensor], domai
 
 
 # ------------------------------------------------------------------------------- optimised slopes
-def unstable_masks(bounds: LayerBounds) -> list[torch.Tensor]:
-    """Per hidden layer, ``[N, h]`` booleans: the neurons whose sign the bounds leave open."""
-    return [(lo < 0) & (up > 0) for lo, up in zip(bounds.lower, bounds.upper, strict=True)]
-
-
 def default_slopes(bounds: LayerBounds) -> list[torch.Tensor]:
     """CROWN's adaptive lower slopes ``1[u > -l]``, the starting point of :func:`optimised_output_bound`."""
     return [(up > -lo).to(up.dtype) for lo, up in zip(bounds.lower, bounds.upper, strict=True)]
 
 
-def output_bound_with_slopes(weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Domain,
-                             bounds: LayerBounds, slopes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``max_a Q`` bounded by back-substitution with lower slopes ``slopes[k]`` (``[N, h]``, clipped to
-    ``[0, 1]``) on the unstable neurons of the intermediate ``bounds``.
+class _SlopedBound:
+    """``max_a Q`` bounded by back-substitution, as a function of the lower slopes ``slopes[k]`` (``[N, h]``,
+    clipped to ``[0, 1]``) on the unstable neurons of the intermediate ``bounds``; what does not depend on the
+    slopes (upper relaxations, masks) is computed once.
 
     Any slope in ``[0, 1]`` gives a valid bound (``s z <= relu(z)`` on ``[l, u]`` with ``l < 0 < u``), so the
     slopes are free parameters: differentiable here, optimised by :func:`optimised_output_bound`.
-    Returns the bound ``[N]`` and its input coefficient ``[N, A]``.
+    A call returns the bound ``[N]`` and its input coefficient ``[N, A]``.
     """
-    return _SlopedBound(weights, biases, domain, bounds)(slopes)
-
-
-class _SlopedBound:
-    """The output bound as a function of the lower slopes, with everything that does not depend on them
-    (upper relaxations, masks) computed once."""
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], domain: Domain,
                  bounds: LayerBounds) -> None:
-        self.weights, self.domain = weights, domain
-        n = domain.low.shape[0]
-        self.biases = [_layer_bias(bias, n) for bias in biases]
+        self.weights, self.biases, self.domain = weights, biases, domain
         self.layers = []
         for lo, up in zip(bounds.lower, bounds.upper, strict=True):
             s_u, t_u, s_l = _relaxation(lo, up, "adaptive")
@@ -356,16 +343,12 @@ class _SlopedBound:
             self.layers.append((s_u, t_u, torch.where(unstable, 0.0, s_l), unstable.to(up.dtype)))
 
     def __call__(self, slopes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        relax = [(s_u, t_u, s_fixed + unstable * slope.clamp(0.0, 1.0))
+                 for (s_u, t_u, s_fixed, unstable), slope in zip(self.layers, slopes, strict=True)]
         n = self.domain.low.shape[0]
-        lam = self.weights[-1].expand(n, -1)  # one output row: [N, h_L]
-        offset = self.biases[-1][:, 0]
-        for k in range(len(self.layers) - 1, -1, -1):
-            s_u, t_u, s_fixed, unstable = self.layers[k]
-            pos, neg = lam.clamp_min(0), lam.clamp_max(0)
-            nu = pos * s_u + neg * (s_fixed + unstable * slopes[k].clamp(0.0, 1.0))
-            offset = offset + (pos * t_u).sum(-1) + (nu * self.biases[k]).sum(-1)
-            lam = nu @ self.weights[k]
-        return self.domain.support_exact(lam) + offset, lam
+        upper, coef = _backward(self.weights[-1].expand(n, -1, -1), _layer_bias(self.biases[-1], n), self.weights,
+                                self.biases, relax, self.domain)
+        return upper.squeeze(1), coef.squeeze(1)
 
 
 def _keep_better(upper: torch.Tensor, coef: torch.Tensor, slopes: list[torch.Tensor], best_upper: torch.Tensor,
@@ -404,13 +387,13 @@ def optimised_output_bound(weights: list[torch.Tensor], biases: list[torch.Tenso
         start = slopes if slopes is not None else default_slopes(bounds)
         _, _, found = optimised_output_bound(cast[:len(weights)], cast[len(weights):], low_domain, low_bounds,
                                              [t.to(search_dtype) for t in start], steps, lr)
+        found = [t.to(dtype) for t in found]
         exact = _SlopedBound(weights, biases, domain, bounds)
-        best = [t.to(dtype) for t in start]
+        best = [t.detach().to(dtype).clone() for t in start]  # a copy: the caller's slopes are not written
         with torch.no_grad():
             best_upper, best_coef = exact(best)
-            upper, coef = exact([t.to(dtype) for t in found])
-            best_upper, best_coef = _keep_better(upper, coef, [t.to(dtype) for t in found], best_upper, best_coef,
-                                                 best)
+            upper, coef = exact(found)
+            best_upper, best_coef = _keep_better(upper, coef, found, best_upper, best_coef, best)
         return best_upper, best_coef, best
     bound = _SlopedBound(weights, biases, domain, bounds)
     params = [s.detach().clone() for s in (slopes if slopes is not None else default_slopes(bounds))]

@@ -185,8 +185,13 @@ def _ideal_separator(encoding: Any, tolerance: float = 1e-6) -> Any:
     from pyscipopt import SCIP_RESULT, Sepa
 
     class IdealReLUSeparator(Sepa):
+        transformed: list | None = None
+        """The model's transformed variables, in the order of ``encoding.variables`` (looked up once)."""
+
         def sepaexeclp(self) -> dict:
             model = self.model
+            if self.transformed is None:
+                self.transformed = [model.getTransformedVar(v) for v in encoding.variables]
             values = np.array([model.getSolVal(None, v) for v in encoding.variables])
             found = False
             for neuron in encoding.neurons:
@@ -196,11 +201,11 @@ def _ideal_separator(encoding: Any, tolerance: float = 1e-6) -> Any:
                 coefs, d_coef, rhs = cut
                 row = model.createEmptyRowSepa(self, "ideal_relu", lhs=None, rhs=rhs, local=False, removable=True)
                 model.cacheRowExtensions(row)
-                model.addVarToRow(row, model.getTransformedVar(encoding.variables[neuron.h_index]), 1.0)
-                model.addVarToRow(row, model.getTransformedVar(encoding.variables[neuron.d_index]), -d_coef)
+                model.addVarToRow(row, self.transformed[neuron.h_index], 1.0)
+                model.addVarToRow(row, self.transformed[neuron.d_index], -d_coef)
                 for index, coef in coefs.items():
                     if coef != 0.0:
-                        model.addVarToRow(row, model.getTransformedVar(encoding.variables[index]), -coef)
+                        model.addVarToRow(row, self.transformed[index], -coef)
                 model.flushRowExtensions(row)
                 if model.isCutEfficacious(row):
                     model.addCut(row)

@@ -125,6 +125,9 @@ def _affine(writer: Writer, prev: list, row: np.ndarray, bias: float) -> Any:
     return writer.total(terms) + float(bias) if terms else float(bias)
 
 
+FORMULATIONS = ("bigm", "sos1", "anderson")
+
+
 class OutOfTime(Exception):
     """Raised by :func:`encode` when its deadline passes before the model is written."""
 
@@ -144,6 +147,7 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
     forms: list[tuple[dict[int, float], float] | None] = [({i: 1.0}, 0.0) for i in range(len(actions))]
     form_low, form_high = np.asarray(problem.low, dtype=np.float64), np.asarray(problem.high, dtype=np.float64)
     neurons: list[NeuronInputs] = []
+    ideal = formulation == "anderson"
     if problem.set_kind == "l1_ball":
         spread = [writer.var(0.0, float(problem.radius)) for _ in actions]
         for a_i, s_i, c_i in zip(actions, spread, problem.center, strict=True):
@@ -165,12 +169,13 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
             lo, up = float(problem.lower[k][j]), float(problem.upper[k][j])
             if up <= 0:  # (2)
                 layer.append(None)
-                layer_forms.append(None)
+                if ideal:
+                    layer_forms.append(None)
                 continue
             z = _affine(writer, prev, problem.weights[k][j], problem.biases[k][j])
             if lo >= 0:  # (3)
                 layer.append(z)
-                if formulation == "anderson":
+                if ideal:
                     layer_forms.append(_combine(forms, problem.weights[k][j], float(problem.biases[k][j])))
                 continue
             h = writer.var(0.0, up)
@@ -179,7 +184,7 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
                 writer.add(h >= z)  # (4)
                 writer.add(h <= z - lo + lo * d)  # (5)
                 writer.add(h <= up * d)  # (6)
-                if formulation == "anderson":
+                if ideal:
                     live = [i for i, f in enumerate(forms) if f is not None and problem.weights[k][j][i] != 0.0]
                     neurons.append(NeuronInputs(len(variables), len(variables) + 1, problem.weights[k][j][live],
                                                 float(problem.biases[k][j]), [forms[i] for i in live],
@@ -193,15 +198,13 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
                 variables += [h, t]
             layer.append(h)
         prev = layer
-        if formulation == "anderson":
+        if ideal:
             forms = layer_forms
             form_low = np.maximum(np.asarray(problem.lower[k], dtype=np.float64), 0.0)  # relu(z) in [max(l, 0), u]
             form_high = np.maximum(np.asarray(problem.upper[k], dtype=np.float64), 0.0)
     objective = _affine(writer, prev, problem.weights[-1][0], problem.biases[-1][0])
     return Encoding(actions, objective, variables, neurons)
 
-
-FORMULATIONS = ("bigm", "sos1", "anderson")
 
 
 def _combine(forms: list, weights: np.ndarray, bias: float) -> tuple[dict[int, float], float]:

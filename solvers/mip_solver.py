@@ -136,10 +136,9 @@ class MIPSolver:
 
     def solve(self, net: ReLUNet, fixed_inputs: torch.Tensor, action_set: ActionSet,
               warm_start: torch.Tensor | None = None, tolerance: float | None = None) -> MaxQResult:
-        call = begin_solve(net, fixed_inputs, action_set, warm_start, self.time_limit, self.gap, tolerance)
-        start_time, deadline, x, aset, warm, gap = (call.start_time, call.deadline, call.x, call.aset, call.warm,
-                                                    call.gap)
-        if call.empty:
+        start_time, deadline, x, aset, warm, gap = begin_solve(net, fixed_inputs, action_set, warm_start,
+                                                               self.time_limit, self.gap, tolerance)
+        if x.shape[0] == 0:
             return empty_result(x, net.action_dim, start_time)
         net64, x64 = net.to(net.device, torch.float64), x.double()
         batch = x.shape[0]
