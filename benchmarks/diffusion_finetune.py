@@ -8,7 +8,9 @@ run in pieces):
   optimum ``p* ∝ p_ref exp(r/β)``: the share of the way from the reference's reward to the optimum's and the
   output KL over the optimum's; DPOK with the full model, LoRA (rank 4) and the side network (width 64, and
   width 16 at β 0.5 and 1, to read its reward at LoRA's KL with fewer parameters than LoRA); DPOK over
-  β ∈ {0.1, 0.25, 0.5, 1, 2} beside the optimum's curve (the alignment-fidelity trade-off).
+  β ∈ {0.1, 0.25, 0.5, 1, 2} beside the optimum's curve (the alignment-fidelity trade-off); and the four methods
+  under a KL budget (``FinetuneConfig.kl_target`` = 0.95x the β = 0.5 optimum's KL, β starting at 0.5 and
+  adapted), seeds 0-2: the issue's target read at the optimum's KL.
 * ``digits``: the four methods making strokes thicker (``thickness``, β = 0.01) with the held-out classifier's
   probability of the prompted class as the reward-hacking monitor, and DPOK with each trainable part.
 * ``fix``: the zeros' defect (``-defect_score``, DPOK, β = 0.01): Focus-N-Fix for 30 iterations against global
@@ -52,6 +54,10 @@ BETAS = (0.1, 0.25, 0.5, 1.0, 2.0)
 SMALL_SIDE = 16
 """Hidden width of the small side network (2,914 trainable parameters on the ring, LoRA rank 4 has 3,216)."""
 GLOBAL_STEPS = (1, 2, 3, 4, 6, 10, 30)
+KL_BUDGET = 0.95
+"""The KL budget of the budgeted ring runs, as a fraction of the β = 0.5 optimum's KL (a margin for the k-NN
+estimate's noise under the target's 'no more than the optimum's KL')."""
+BUDGET_SEEDS = (0, 1, 2)
 
 
 def jobs_of(parts: list[str]) -> list[dict[str, Any]]:
@@ -65,6 +71,8 @@ def jobs_of(parts: list[str]) -> list[dict[str, Any]]:
             # A side network smaller than LoRA, at two β, so that its reward can be read at LoRA's KL.
             jobs += [{"part": "ring", "method": "dpok", "trainable": "side", "beta": b, "side_hidden": SMALL_SIDE}
                      for b in (0.5, 1.0)]
+            jobs += [{"part": "ring", "method": m, "trainable": "full", "beta": 0.5, "kl_budget": KL_BUDGET, "seed": s}
+                     for s in BUDGET_SEEDS for m in METHODS]
         elif part == "digits":
             jobs += [{"part": "digits", "method": m, "trainable": "full", "beta": 0.01} for m in METHODS]
             jobs += [{"part": "digits", "method": "dpok", "trainable": t, "beta": 0.01} for t in ("lora", "side")]
@@ -78,7 +86,8 @@ def key_of(job: dict[str, Any]) -> str:
     if job["part"] == "fix":
         return f"fix-{job['mode']}-{job['steps']}"
     width = f"-h{job['side_hidden']}" if "side_hidden" in job else ""
-    return f"{job['part']}-{job['method']}-{job['trainable']}{width}-b{job['beta']}"
+    budget = f"-budget{job['kl_budget']}-s{job['seed']}" if "kl_budget" in job else ""
+    return f"{job['part']}-{job['method']}-{job['trainable']}{width}-b{job['beta']}{budget}"
 
 
 def _peak_memory_mb() -> float:
@@ -103,11 +112,15 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         def reward(x: torch.Tensor) -> torch.Tensor:
             return x[:, 0]
 
-        config = diffusion.FinetuneConfig(trainable=job["trainable"], side_hidden=job.get("side_hidden", 64),
-                                          learning_rate=3e-3 if job["trainable"] == "lora" else 3e-4)
-        steps = RING_STEPS[job["method"]]
-        result = diffusion.finetune(bed.model, bed.scheduler, reward, job["method"], job["beta"], steps, 0, config)
         opt = diffusion.kl_optimum(bed, reward, job["beta"])
+        budget = job["kl_budget"] * opt.kl if "kl_budget" in job else None
+        config = diffusion.FinetuneConfig(trainable=job["trainable"], side_hidden=job.get("side_hidden", 64),
+                                          learning_rate=3e-3 if job["trainable"] == "lora" else 3e-4,
+                                          kl_target=budget)
+        steps = RING_STEPS[job["method"]]
+        result = diffusion.finetune(bed.model, bed.scheduler, reward, job["method"], job["beta"], steps,
+                                    job.get("seed", 0), config)
+        record["final_beta"] = result.kl_weight
         record.update(share=(result.expected_reward - opt.reference_reward) / (opt.expected_reward
                                                                                - opt.reference_reward),
                       kl_over_optimum=result.kl_to_reference / opt.kl, optimum_reward=opt.expected_reward,
@@ -167,6 +180,33 @@ def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
     return None
 
 
+def _budget_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The budgeted ring runs: per method and seed, and the issue's target over every seed."""
+    if not runs:
+        return []
+    budget = runs[0]["kl_budget"]
+    lines = ["", f"### Under a KL budget ({budget}x the β = 0.5 optimum's KL; β starts at 0.5 and adapts)", "",
+             "| method | seed | share of the way to the optimum | output KL / optimum's | final β | s / iteration |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r["method"], r["seed"])):
+        lines.append(f"| {r['method']} | {r['seed']} | {r['share']:.3f} | {r['kl_over_optimum']:.2f} | "
+                     f"{r['final_beta']:.3f} | {r['seconds_per_iteration']} |")
+    verdicts = []
+    for method in METHODS:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        ok = all(r["share"] >= 0.9 and r["kl_over_optimum"] <= 1.0 for r in mine)
+        worst = min(r["share"] for r in mine)
+        highest = max(r["kl_over_optimum"] for r in mine)
+        verdicts.append((method, ok, f"{method} {'met' if ok else 'NOT met'} (lowest share {worst:.3f}, highest "
+                                     f"KL {highest:.2f}x, {len(mine)} seeds)"))
+    every = all(ok for _, ok, _ in verdicts) and len(verdicts) == len(METHODS)
+    lines += ["", f"Target (every method at least 90 % of the way at no more than the optimum's KL, on every seed): "
+              f"{'met' if every else 'NOT met'}: " + "; ".join(text for _, _, text in verdicts) + "."]
+    return lines
+
+
 def report(runs: dict[str, dict[str, Any]], machine: str) -> None:
     import torch
 
@@ -177,7 +217,8 @@ def report(runs: dict[str, dict[str, Any]], machine: str) -> None:
              f"one at a time beside other jobs. Versions: rlcore {rlcore.__version__}, torch {torch.__version__}. "
              "Command: `python benchmarks/diffusion_finetune.py`. Peak memory is the run process's peak resident "
              "set (CPU; it includes the interpreter and libraries).", ""]
-    ring = [r for r in runs.values() if r["part"] == "ring"]
+    ring = [r for r in runs.values() if r["part"] == "ring" and "kl_budget" not in r]
+    budgeted = [r for r in runs.values() if r["part"] == "ring" and "kl_budget" in r]
     if ring:
         lines += ["## Ring (reward x, seed 0)", "",
                   "| method | trainable | β | iterations | share of the way to the optimum | output KL / optimum's | "
@@ -219,6 +260,7 @@ def report(runs: dict[str, dict[str, Any]], machine: str) -> None:
                              f"({small[0]['trainable_parameters']:,} parameters; DPOK at β 0.5 and 1, interpolated) "
                              f"reaches {at_kl:.3f} at LoRA's KL {lora['kl']:.3f}, LoRA {lora['expected_reward']:.3f} "
                              f"({lora['trainable_parameters']:,} parameters).")
+        lines += _budget_lines(budgeted)
         lines += ["", "![trade-off](diffusion_finetune_tradeoff.png)", ""]
     digits = [r for r in runs.values() if r["part"] == "digits"]
     if digits:
@@ -265,17 +307,24 @@ def plots(runs: dict[str, dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
     import torch
 
-    sweep = sorted((r for r in runs.values() if r["part"] == "ring" and r["method"] == "dpok"
+    fixed = {k: r for k, r in runs.items() if "kl_budget" not in r}
+    budgeted = [r for r in runs.values() if "kl_budget" in r]
+    sweep = sorted((r for r in fixed.values() if r["part"] == "ring" and r["method"] == "dpok"
                     and r["trainable"] == "full"), key=lambda r: r["beta"])
     if sweep:
         fig, ax = plt.subplots(figsize=(5, 4))
         ax.plot([r["optimum_kl"] for r in sweep], [r["optimum_reward"] for r in sweep], "-o", label="exact optimum p*")
         ax.plot([r["kl"] for r in sweep], [r["expected_reward"] for r in sweep], "--s", label="DPOK")
-        others = [r for r in runs.values() if r["part"] == "ring" and r["beta"] == 0.5
+        others = [r for r in fixed.values() if r["part"] == "ring" and r["beta"] == 0.5
                   and (r["method"] != "dpok" or r["trainable"] != "full") and "side_hidden" not in r]
         for r in others:
             ax.plot([r["kl"]], [r["expected_reward"]], "x", label=f"{r['method']} {r['trainable']} (β 0.5)")
-        small = sorted((r for r in runs.values() if "side_hidden" in r), key=lambda r: r["kl"])
+        for method, marker in zip(METHODS, "v^<>", strict=True):
+            mine = [r for r in budgeted if r["method"] == method]
+            if mine:
+                ax.plot([r["kl"] for r in mine], [r["expected_reward"] for r in mine], marker, mfc="none",
+                        label=f"{method} under the KL budget ({len(mine)} seeds)")
+        small = sorted((r for r in fixed.values() if "side_hidden" in r), key=lambda r: r["kl"])
         if small:
             ax.plot([r["kl"] for r in small], [r["expected_reward"] for r in small], ":^",
                     label=f"dpok side, width {small[0]['side_hidden']} (β 0.5, 1)")

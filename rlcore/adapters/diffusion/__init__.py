@@ -16,7 +16,8 @@ PG) on the shared objectives. One job per module:
 * :mod:`~rlcore.adapters.diffusion.finetune`: :func:`finetune` (methods ``"dpok"``, ``"ppo"``, ``"rwr"``,
   ``"fpg"``; conditions; Focus-N-Fix's region-aware fixing with ``region=``; TensorBoard logs with
   ``log_dir=``) and :func:`kl_optimum`, the exact optimum of the KL-regularised problem they are measured
-  against.
+  against; with ``FinetuneConfig(kl_target=...)`` a KL budget instead of a fixed β
+  (:mod:`~rlcore.adapters.diffusion.kl_control`).
 
 ``rlcore train diffusion`` (:mod:`~rlcore.adapters.diffusion.cli`) runs it on the shipped test beds in a run
 directory that resumes.
@@ -34,10 +35,11 @@ from rlcore.adapters.diffusion.finetune import (
     knn_kl,
     region_log_probs,
 )
+from rlcore.adapters.diffusion.kl_control import KLController
 from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollout
 from rlcore.adapters.diffusion.steps import DIVERGENCES, GaussianSteps
 from rlcore.adapters.diffusion.trainable import TRAINABLE, SideNetwork, make_trainable, trainable_parameters
 
 __all__ = ["DIVERGENCES", "METHODS", "TRAINABLE", "DenoisingEnv", "FinetuneConfig", "FinetuneResult", "GaussianSteps",
-           "KLOptimum", "SideNetwork", "Trajectory", "finetune", "kl_optimum", "knn_kl", "make_trainable",
-           "predict_noise", "region_log_probs", "rollout", "testbeds", "trainable_parameters"]
+           "KLController", "KLOptimum", "SideNetwork", "Trajectory", "finetune", "kl_optimum", "knn_kl",
+           "make_trainable", "predict_noise", "region_log_probs", "rollout", "testbeds", "trainable_parameters"]

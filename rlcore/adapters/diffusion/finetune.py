@@ -69,6 +69,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from rlcore.adapters.diffusion.kl_control import KLController
 from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollout
 from rlcore.adapters.diffusion.steps import GaussianSteps
 from rlcore.adapters.diffusion.trainable import make_trainable
@@ -120,6 +121,17 @@ class FinetuneConfig:
     """Iterations between sample grids in TensorBoard (images only)."""
     checkpoint_every: int = 25
     """Iterations between checkpoints (with ``run_dir``)."""
+    kl_target: float | None = None
+    """A KL budget instead of a fixed weight: β starts at ``kl_weight`` and is adapted
+    (:class:`~rlcore.adapters.diffusion.kl_control.KLController`) so that the KL to the reference, the one
+    :attr:`FinetuneResult.kl_to_reference` reports, approaches this value. None: β stays ``kl_weight``."""
+    kl_adapt_rate: float = 0.3
+    """With ``kl_target``: the step on ``log β`` per unit of ``log(KL / kl_target)``."""
+    kl_probe_every: int = 5
+    """With ``kl_target``: iterations between KL measurements (each one sampler rollout)."""
+    kl_probe_samples: int = 1024
+    """With ``kl_target``: samples per KL measurement (for samples of more than 8 dimensions, whose KL is the
+    closed-form trajectory KL, ``batch_size``)."""
 
 
 @dataclass
@@ -132,6 +144,7 @@ class FinetuneResult:
     steps: GaussianSteps
     method: str
     kl_weight: float
+    """β at the end (with ``config.kl_target``, the adapted value; else the given ``kl_weight``)."""
     history: list[dict[str, float]] = field(default_factory=list)
     trainable_parameters: int = 0
     """Parameters that took a gradient."""
@@ -342,8 +355,8 @@ def _trainable_state(policy: nn.Module) -> dict[str, torch.Tensor]:
 
 def _save_state(run_dir: str | Path, settings: dict[str, Any], iteration: int, policy: nn.Module,
                 optimizer: torch.optim.Optimizer, value: nn.Module | None, value_opt: torch.optim.Optimizer | None,
-                g: torch.Generator, history: list[dict[str, float]]) -> None:
-    agent = {"policy": _trainable_state(policy), "optimizer": optimizer.state_dict(),
+                g: torch.Generator, history: list[dict[str, float]], beta: float) -> None:
+    agent = {"policy": _trainable_state(policy), "optimizer": optimizer.state_dict(), "beta": beta,
              "value": None if value is None else value.state_dict(),
              "value_optimizer": None if value_opt is None else value_opt.state_dict(), "history": list(history)}
     save_checkpoint(Path(run_dir) / CHECKPOINT, {"config": settings, "step": iteration, "agent": agent,
@@ -360,7 +373,9 @@ def _load_state(run_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any]
 
 
 def _restore(saved: dict[str, Any], policy: nn.Module, optimizer: torch.optim.Optimizer, value: nn.Module | None,
-             value_opt: torch.optim.Optimizer | None, g: torch.Generator, history: list[dict[str, float]]) -> int:
+             value_opt: torch.optim.Optimizer | None, g: torch.Generator, history: list[dict[str, float]]
+             ) -> tuple[int, float | None]:
+    """Loads the checkpoint into the given objects; returns its iteration and β (None if it kept none)."""
     agent = saved["agent"]
     missing = set(_trainable_state(policy)) - set(agent["policy"])
     if missing:
@@ -372,7 +387,7 @@ def _restore(saved: dict[str, Any], policy: nn.Module, optimizer: torch.optim.Op
         value_opt.load_state_dict(agent["value_optimizer"])
     g.set_state(saved["rng"]["generator"])
     history.extend(agent["history"])
-    return int(saved["step"])
+    return int(saved["step"]), agent.get("beta")
 
 
 class _Logger:
@@ -422,7 +437,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         reward_fn: ``[N, ...]`` samples to ``[N]`` rewards, on the samples' device; with ``conditions``, called
             as ``reward_fn(samples, condition)`` with the batch's ``[N, ...]`` conditions.
         method: ``"dpok"``, ``"ppo"``, ``"rwr"`` or ``"fpg"`` (see the module docstring).
-        kl_weight: β.
+        kl_weight: β (with ``config.kl_target``: its starting value).
         steps: iterations (sampled batches; for rwr, gradient steps).
         seed: seed of the sampling, the minibatches and the value network.
         config: other settings (:class:`FinetuneConfig`).
@@ -461,6 +476,16 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
                          "or 'fpg', not 'rwr'.")
     conditions = _check_conditions(conditions)
     c = config or FinetuneConfig()
+    controller = None
+    if c.kl_target is not None:
+        if not kl_weight > 0:
+            raise ValueError(f"with config.kl_target, kl_weight is β's starting value and must be > 0, got "
+                             f"{kl_weight!r}.")
+        if c.kl_probe_every < 1 or c.kl_probe_samples < 2:
+            raise ValueError(f"kl_probe_every must be >= 1 and kl_probe_samples >= 2, got {c.kl_probe_every} and "
+                             f"{c.kl_probe_samples}.")
+        controller = KLController(c.kl_target, float(kl_weight), c.kl_adapt_rate)
+    beta = float(kl_weight)
     if resume and run_dir is None:
         raise ValueError("resume=True continues the checkpoint in run_dir; give run_dir.")
     settings = {"method": method, "kl_weight": float(kl_weight), "seed": int(seed), "config": asdict(c),
@@ -488,14 +513,37 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         data_condition = _draw_conditions(conditions, c.rwr_samples, g)
         data = rollout(reference, gsteps, (c.rwr_samples, *sample_shape), g, data_condition).samples
     if saved is not None:
-        first = _restore(saved, policy, optimizer, value, value_opt, g, history)
+        first, saved_beta = _restore(saved, policy, optimizer, value, value_opt, g, history)
+        if controller is not None and saved_beta is not None:
+            beta = controller.beta = float(saved_beta)
         if first > steps:
             raise ValueError(f"the checkpoint in {run_dir} is at iteration {first}, past steps={steps}.")
     logger = _Logger(log_dir if log_dir is not None else run_dir, c.image_every, purge_step=first or None)
 
     def save(iteration: int) -> None:
         if run_dir is not None:
-            _save_state(run_dir, settings, iteration, policy, optimizer, value, value_opt, g, history)
+            _save_state(run_dir, settings, iteration, policy, optimizer, value, value_opt, g, history, beta)
+
+    low_dim = torch.Size(sample_shape).numel() <= 8
+    kl_pool = None
+    if controller is not None and low_dim:  # the reference's side of every k-NN estimate, drawn once
+        pool_g = torch.Generator().manual_seed(int(seed) + 3)
+        kl_pool = rollout(reference, gsteps, (2 * c.kl_probe_samples, *sample_shape), pool_g,
+                          _draw_conditions(conditions, 2 * c.kl_probe_samples, pool_g)).samples
+
+    def adapt_beta(iteration: int) -> float:
+        """With a KL budget, every ``kl_probe_every`` iterations: measure the KL (a probe with its own generator,
+        so that training draws stay the same) and take one dual step on β."""
+        if controller is None or (iteration + 1) % c.kl_probe_every:
+            return beta
+        n = c.kl_probe_samples if low_dim else c.batch_size
+        probe_g = torch.Generator().manual_seed(int(seed) + 7_919 * (iteration + 1))
+        with torch.no_grad():
+            probe = rollout(policy.eval(), gsteps, (n, *sample_shape), probe_g,
+                            _draw_conditions(conditions, n, probe_g), reference=None if low_dim else reference)
+        policy.train()
+        measured = knn_kl(probe.samples, kl_pool) if low_dim else float(probe.kl.sum(0).mean())
+        return controller.update(measured)
 
     from tqdm.auto import tqdm
 
@@ -505,7 +553,8 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         # softmax(r/β) over the whole data set (the weights of p* ∝ p_ref exp(r/β)), applied by resampling: a
         # minibatch drawn in proportion to the weights has the weighted loss's expectation at far less variance
         # than weighting a uniform minibatch whose few high-reward samples carry all the weight.
-        weights = _rwr_weights(_rewards(reward_fn, data, data_condition), kl_weight, data_condition)
+        data_rewards = _rewards(reward_fn, data, data_condition)
+        weights = _rwr_weights(data_rewards, beta, data_condition)
         ess = float(weights.sum() ** 2 / weights.pow(2).sum())
         alpha_bar = scheduler.alphas_cumprod.float()
         for it in bar:
@@ -520,7 +569,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
             nn.utils.clip_grad_norm_(params, c.max_grad_norm)
             optimizer.step()
             if it % c.log_every == 0 or it == steps - 1:
-                record = {"step": it, "loss": float(loss.detach()), "ess": ess}
+                record = {"step": it, "loss": float(loss.detach()), "ess": ess, "beta": beta}
                 if held_out_reward is not None or log_dir is not None:
                     # The probe has its own generator, so that monitoring never changes what training draws.
                     probe_g = torch.Generator().manual_seed(int(seed) + it)
@@ -536,6 +585,11 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
                     logger.samples(probe.samples, it, force=it == steps - 1)
                 history.append(record)
                 logger.scalars(record)
+            adapted = adapt_beta(it)
+            if adapted != beta:
+                beta = adapted
+                weights = _rwr_weights(data_rewards, beta, data_condition)
+                ess = float(weights.sum() ** 2 / weights.pow(2).sum())
             if (it + 1) % c.checkpoint_every == 0:
                 save(it + 1)
     else:
@@ -554,7 +608,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
                 sampler = g
             policy.eval()
             traj = rollout(policy, gsteps, shape, sampler, condition,
-                           reference=reference if kl_weight > 0 or region is not None else None)
+                           reference=reference if beta > 0 or region is not None else None)
             policy.train()
             old_log_probs = traj.log_probs if mask is None else region_log_probs(gsteps, traj, mask)
             r = _rewards(reward_fn, traj.samples, condition)
@@ -575,7 +629,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
             for _ in range(c.update_epochs):
                 order = torch.randperm(s_count, generator=g).tolist()
                 for i in order:  # one minibatch per denoising step: the batch's transitions at that step
-                    log_prob, reg = _step_terms(policy, reference, gsteps, traj, i, kl_weight, divergence, mask,
+                    log_prob, reg = _step_terms(policy, reference, gsteps, traj, i, beta, divergence, mask,
                                                 c.preserve_weight)
                     pg, _ = clipped_pg_loss(log_prob, old_log_probs[i], advantages[i], c.clip_coef)
                     loss = pg + reg.mean()
@@ -584,7 +638,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
                     nn.utils.clip_grad_norm_(params, c.max_grad_norm)
                     optimizer.step()
             if it % c.log_every == 0 or it == steps - 1:
-                record = {"step": it, "reward": float(r.mean()), "kl": float(traj.kl.sum(0).mean())}
+                record = {"step": it, "reward": float(r.mean()), "kl": float(traj.kl.sum(0).mean()), "beta": beta}
                 if held_out_reward is not None:
                     record["held_out_reward"] = float(_rewards(held_out_reward, traj.samples, condition).mean())
                 if mask is not None:
@@ -593,13 +647,14 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
                 logger.scalars(record)
                 logger.samples(traj.samples, it, force=it == steps - 1)
                 bar.set_postfix(reward=f"{float(r.mean()):.3f}", kl=f"{float(traj.kl.sum(0).mean()):.3f}")
+            beta = adapt_beta(it)
             if (it + 1) % c.checkpoint_every == 0:
                 save(it + 1)
     if first < steps:
         save(steps)
     logger.close()
     policy.eval().requires_grad_(False)
-    result = FinetuneResult(policy, reference, scheduler, gsteps, method, float(kl_weight), history,
+    result = FinetuneResult(policy, reference, scheduler, gsteps, method, beta, history,
                             sum(p.numel() for p in params), sample_shape=tuple(sample_shape), conditions=conditions)
     eval_condition = result._condition(c.eval_samples, None)
     final = rollout(policy, gsteps, (c.eval_samples, *sample_shape), torch.Generator().manual_seed(int(seed) + 1),

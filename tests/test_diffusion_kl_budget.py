@@ -1,0 +1,98 @@
+"""Fine-tuning under a KL budget (``FinetuneConfig.kl_target``): the dual step on β, a run that resumes bit for
+bit with β adapted, and (slow) every method within 90 % of the exact optimum at no more than its KL on the ring."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlcore.adapters import diffusion
+from rlcore.adapters.diffusion.kl_control import KLController
+
+torch.set_num_threads(1)
+
+
+def _ring_reward(x: torch.Tensor) -> torch.Tensor:
+    return x[:, 0]
+
+
+@pytest.fixture(scope="module")
+def bed() -> diffusion.testbeds.TestBed:
+    return diffusion.testbeds.ring(seed=0)
+
+
+def test_the_dual_step_finds_the_beta_whose_kl_is_the_target():
+    # A penalised optimum's KL falls as β grows; here KL(β) = 2 / β², so the target 0.5 needs β = 2.
+    controller = KLController(target=0.5, beta=0.1, rate=0.3)
+    for _ in range(200):
+        controller.update(2 / controller.beta ** 2)
+    assert controller.beta == pytest.approx(2.0, rel=1e-3)
+    # One estimate moves β by at most exp(rate), however far off it is; a KL estimate <= 0 counts as too low.
+    controller = KLController(target=1.0, beta=1.0, rate=0.3)
+    assert controller.update(1e9) == pytest.approx(math.exp(0.3))
+    assert controller.update(-0.1) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [{"target": 0.0}, {"beta": -1.0}, {"rate": float("nan")}])
+def test_the_controller_refuses_a_non_positive_setting(bad):
+    settings = {"target": 1.0, "beta": 0.5, "rate": 0.3, **bad}
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"needs {name} > 0"):
+        KLController(**settings)
+
+
+def test_a_kl_budget_needs_a_positive_starting_beta(bed):
+    config = diffusion.FinetuneConfig(kl_target=1.0)
+    with pytest.raises(ValueError, match="kl_weight is β's starting value and must be > 0, got 0"):
+        diffusion.finetune(bed.model, bed.scheduler, _ring_reward, "ppo", 0.0, 2, 0, config)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("method", ["dpok", "rwr"])
+def test_a_budgeted_run_adapts_beta_and_resumes_bit_for_bit(bed, tmp_path, method):
+    config = diffusion.FinetuneConfig(batch_size=32, num_inference_steps=5, eval_samples=64, checkpoint_every=2,
+                                      log_every=1, rwr_samples=256, kl_target=0.05, kl_probe_every=1,
+                                      kl_probe_samples=64)
+    kwargs = {"method": method, "kl_weight": 0.5, "steps": 6, "seed": 3, "config": config}
+    whole = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, **kwargs)
+    betas = [h["beta"] for h in whole.history]
+    assert betas[0] == 0.5 and len(set(betas)) > 1  # β moved
+    assert whole.kl_weight not in (0.5, betas[-1])  # the result holds β after the last iteration's step
+
+    calls = {"n": 0}
+
+    def crashing(x):  # dies in the 5th iteration: the run resumes from the checkpoint of iteration 4
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Crash
+        return _ring_reward(x)
+
+    monitor = crashing if method == "rwr" else None  # rwr scores its data once; its probes call the monitor
+    with pytest.raises(Crash):
+        diffusion.finetune(bed.model, bed.scheduler, _ring_reward if monitor else crashing, **kwargs,
+                           held_out_reward=monitor, run_dir=tmp_path / "run")
+    resumed = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, **kwargs,
+                                 held_out_reward=_ring_reward if monitor else None, run_dir=tmp_path / "run",
+                                 resume=True)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [h["beta"] for h in resumed.history] == betas
+    assert resumed.kl_weight == whole.kl_weight and resumed.expected_reward == whole.expected_reward
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "steps"), [("dpok", 150), ("ppo", 150), ("rwr", 1_000), ("fpg", 150)])
+def test_under_the_optimums_kl_budget_every_method_gets_90_percent_of_the_way(bed, method, steps):
+    # Issue 24's ring target. Measured (budget 0.95x the optimum's KL at β = 0.5, seed 0): share of the way /
+    # output KL over the optimum's: dpok 0.96 / 0.91, ppo 0.93 / 0.79, rwr 0.92 / 0.88, fpg 0.94 / 0.82.
+    opt = diffusion.kl_optimum(bed, _ring_reward, kl_weight=0.5)
+    config = diffusion.FinetuneConfig(kl_target=0.95 * opt.kl)
+    result = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, method, 0.5, steps, 0, config)
+    share = (result.expected_reward - opt.reference_reward) / (opt.expected_reward - opt.reference_reward)
+    assert share >= 0.9, (method, share)
+    assert result.kl_to_reference <= opt.kl, (method, result.kl_to_reference, opt.kl)
