@@ -22,6 +22,9 @@ by input splitting, the design of the alpha,beta-CROWN verifiers (see ``maxq-sol
    Once input splitting stalls (more than ``slope_threshold`` boxes per unfinished sample) on a net no
    wider than ``slope_max_width``, the output bound's ReLU lower slopes are optimised per box by a few
    Adam steps (alpha-CROWN), each child starting from its parent's slopes (kept per box, float32).
+   Only the input is split: on the boxes where the search stalls, splits on ReLUs (phase fixes, and splits
+   along a layer-1 neuron's hyperplane with its half-space kept exactly) were measured to remove less of the
+   gap per unit of bounding time than input splits (``benchmarks/results/maxq_branching.md``).
 5. New incumbents: ``Q`` at every child's centre and at the vertex that maximises its linear bound
    (projected into ``S``), and every ``refine_every`` iterations a few ascent steps from the vertices
    of the ``refine_boxes`` most promising boxes.
