@@ -212,11 +212,19 @@ class Crash(RuntimeError):
 
 
 @pytest.mark.parametrize("method", ["dpok", "rwr"])
-def test_a_fine_tuning_run_resumes_bit_for_bit_after_a_crash(bed, tmp_path, method):
+@pytest.mark.parametrize("kl_target", [None, 0.05], ids=["fixed-beta", "kl-budget"])
+def test_a_fine_tuning_run_resumes_bit_for_bit_after_a_crash(bed, tmp_path, method, kl_target):
+    # With a KL budget β is adapted at every iteration (kl_probe_every=1): the resumed run must continue from
+    # the checkpoint's β, not the starting one.
     config = diffusion.FinetuneConfig(batch_size=32, num_inference_steps=5, eval_samples=64, checkpoint_every=2,
-                                      log_every=1, rwr_samples=256)
+                                      log_every=1, rwr_samples=256, kl_target=kl_target, kl_probe_every=1,
+                                      kl_probe_samples=64)
     kwargs = {"method": method, "kl_weight": 0.5, "steps": 6, "seed": 3, "config": config}
     whole = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, **kwargs)
+    betas = [h["beta"] for h in whole.history]
+    if kl_target is not None:
+        assert betas[0] == 0.5 and len(set(betas)) > 1  # β moved
+        assert whole.kl_weight not in (0.5, betas[-1])  # the result holds β after the last iteration's step
 
     calls = {"n": 0}
 
@@ -242,6 +250,7 @@ def test_a_fine_tuning_run_resumes_bit_for_bit_after_a_crash(bed, tmp_path, meth
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert resumed.expected_reward == whole.expected_reward
+    assert [h["beta"] for h in resumed.history] == betas and resumed.kl_weight == whole.kl_weight
     if method == "dpok":
         assert [h["reward"] for h in resumed.history] == [h["reward"] for h in whole.history]
 
