@@ -71,8 +71,9 @@ def jobs_of(parts: list[str]) -> list[dict[str, Any]]:
             # A side network smaller than LoRA, at two β, so that its reward can be read at LoRA's KL.
             jobs += [{"part": "ring", "method": "dpok", "trainable": "side", "beta": b, "side_hidden": SMALL_SIDE}
                      for b in (0.5, 1.0)]
-            jobs += [{"part": "ring", "method": m, "trainable": "full", "beta": 0.5, "kl_budget": KL_BUDGET, "seed": s}
-                     for s in BUDGET_SEEDS for m in METHODS]
+            jobs += [{"part": "ring", "method": m, "trainable": "full", "beta": 0.5, "kl_budget": KL_BUDGET, "seed": s,
+                      **({"strict": True} if strict else {})}
+                     for strict in (False, True) for s in BUDGET_SEEDS for m in METHODS]
         elif part == "digits":
             jobs += [{"part": "digits", "method": m, "trainable": "full", "beta": 0.01} for m in METHODS]
             jobs += [{"part": "digits", "method": "dpok", "trainable": t, "beta": 0.01} for t in ("lora", "side")]
@@ -86,7 +87,8 @@ def key_of(job: dict[str, Any]) -> str:
     if job["part"] == "fix":
         return f"fix-{job['mode']}-{job['steps']}"
     width = f"-h{job['side_hidden']}" if "side_hidden" in job else ""
-    budget = f"-budget{job['kl_budget']}-s{job['seed']}" if "kl_budget" in job else ""
+    budget = f"-budget{job['kl_budget']}{'-strict' if job.get('strict') else ''}-s{job['seed']}" \
+        if "kl_budget" in job else ""
     return f"{job['part']}-{job['method']}-{job['trainable']}{width}-b{job['beta']}{budget}"
 
 
@@ -116,11 +118,11 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         budget = job["kl_budget"] * opt.kl if "kl_budget" in job else None
         config = diffusion.FinetuneConfig(trainable=job["trainable"], side_hidden=job.get("side_hidden", 64),
                                           learning_rate=3e-3 if job["trainable"] == "lora" else 3e-4,
-                                          kl_target=budget)
+                                          kl_target=budget, kl_strict=job.get("strict", False))
         steps = RING_STEPS[job["method"]]
         result = diffusion.finetune(bed.model, bed.scheduler, reward, job["method"], job["beta"], steps,
                                     job.get("seed", 0), config)
-        record["final_beta"] = result.kl_weight
+        record.update(final_beta=result.kl_weight, update_kept=result.update_kept)
         record.update(share=(result.expected_reward - opt.reference_reward) / (opt.expected_reward
                                                                                - opt.reference_reward),
                       kl_over_optimum=result.kl_to_reference / opt.kl, optimum_reward=opt.expected_reward,
@@ -180,17 +182,27 @@ def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
     return None
 
 
-def _budget_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """The budgeted ring runs: per method and seed, and the issue's target over every seed."""
+def _budget_lines(all_runs: list[dict[str, Any]]) -> list[str]:
+    """The budgeted ring runs, soft and strict: per method and seed, and the issue's target over every seed."""
+    lines: list[str] = []
+    for strict in (False, True):
+        lines += _one_budget(sorted((r for r in all_runs if r.get("strict", False) == strict),
+                                    key=lambda r: (r["method"], r["seed"])), strict)
+    return lines
+
+
+def _one_budget(runs: list[dict[str, Any]], strict: bool) -> list[str]:
     if not runs:
         return []
     budget = runs[0]["kl_budget"]
-    lines = ["", f"### Under a KL budget ({budget}x the β = 0.5 optimum's KL; β starts at 0.5 and adapts)", "",
-             "| method | seed | share of the way to the optimum | output KL / optimum's | final β | s / iteration |",
-             "|---|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (r["method"], r["seed"])):
+    how = ("strict (`kl_strict=True`: the update shrunk towards the pretrained weights until a 4,096-sample KL "
+           "estimate is within it)" if strict else "β starts at 0.5 and adapts")
+    lines = ["", f"### Under a KL budget of {budget}x the β = 0.5 optimum's KL, {how}", "",
+             "| method | seed | share of the way to the optimum | output KL / optimum's | final β | update kept | "
+             "s / iteration |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
         lines.append(f"| {r['method']} | {r['seed']} | {r['share']:.3f} | {r['kl_over_optimum']:.2f} | "
-                     f"{r['final_beta']:.3f} | {r['seconds_per_iteration']} |")
+                     f"{r['final_beta']:.3f} | {r.get('update_kept', 1.0):.3f} | {r['seconds_per_iteration']} |")
     verdicts = []
     for method in METHODS:
         mine = [r for r in runs if r["method"] == method]

@@ -61,3 +61,25 @@ def test_under_the_optimums_kl_budget_every_method_gets_90_percent_of_the_way(be
     share = (result.expected_reward - opt.reference_reward) / (opt.expected_reward - opt.reference_reward)
     assert share >= 0.9, (method, share)
     assert result.kl_to_reference <= opt.kl, (method, result.kl_to_reference, opt.kl)
+
+
+def test_a_strict_budget_shrinks_the_update_and_checkpoints_the_trained_weights(bed, tmp_path):
+    settings = {"batch_size": 64, "num_inference_steps": 5, "eval_samples": 1024, "kl_target": 0.02,
+                "kl_probe_every": 2, "kl_probe_samples": 256, "learning_rate": 3e-3}
+    soft = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, "ppo", 0.05, 12, 0,
+                              diffusion.FinetuneConfig(**settings))
+    strict = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, "ppo", 0.05, 12, 0,
+                                diffusion.FinetuneConfig(**settings, kl_strict=True), run_dir=tmp_path / "run")
+    assert soft.update_kept == 1.0 and 0.0 <= strict.update_kept < 1.0
+    assert strict.kl_to_reference < soft.kl_to_reference
+    # Every trainable weight is the soft run's, moved back along the line to the pretrained one by update_kept.
+    for name, tuned in soft.model.state_dict().items():
+        start = bed.model.state_dict()[name]
+        torch.testing.assert_close(strict.model.state_dict()[name], start + strict.update_kept * (tuned - start))
+    # The checkpoint holds the trained weights, not the shrunk ones: a resumed run trains on from them.
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["agent"]["policy"]
+    for name, weight in saved.items():
+        torch.testing.assert_close(weight, soft.model.state_dict()[name])
+    with pytest.raises(ValueError, match="kl_strict makes the KL budget a hard limit; give the budget too"):
+        diffusion.finetune(bed.model, bed.scheduler, _ring_reward, "ppo", 0.05, 1, 0,
+                           diffusion.FinetuneConfig(kl_strict=True))

@@ -40,6 +40,12 @@ fine-tuned step's mean equals the original's there, which for the same noise kee
 to the original's. Each batch is sampled by the reference and by the model with the same noise; the
 reference's sample gives ``M``, the model's the reward.
 
+**A KL budget** (``FinetuneConfig(kl_target=ε)``): β starts at ``kl_weight`` and is adapted by dual ascent on
+``max E[r] s.t. KL <= ε`` (:mod:`~rlcore.adapters.diffusion.kl_control`), from probes of the same KL that
+:attr:`FinetuneResult.kl_to_reference` reports; with ``kl_strict=True`` the budget is a hard limit: after
+training, the update is shrunk towards the pretrained weights (``θ0 + α (θ − θ0)``) until a probe's KL is
+within it.
+
 **The exact optimum** (spec section 0): the maximiser of ``E_p[r] − β KL(p ‖ p_ref)`` is
 ``p* ∝ p_ref exp(r/β)``, with ``E_{p*}[r] = E_ref[r e^{r/β}] / E_ref[e^{r/β}]`` and
 ``KL(p* ‖ p_ref) = E_{p*}[r]/β − log E_ref[e^{r/β}]``, estimated to high precision by sampling the
@@ -129,6 +135,12 @@ class FinetuneConfig:
     """With ``kl_target``: the step on ``log β`` per unit of ``log(KL / kl_target)``."""
     kl_probe_every: int = 5
     """With ``kl_target``: iterations between KL measurements (each one sampler rollout)."""
+    kl_strict: bool = False
+    """With ``kl_target``: make the budget a hard limit. After training, if the measured KL exceeds the target,
+    the trainable weights are moved back towards their initial values (``θ0 + α (θ − θ0)``, α by bisection)
+    until it does not, measured on ``eval_samples`` samples (drawn apart from the final estimate's);
+    :attr:`FinetuneResult.update_kept` is the α used. The checkpoint keeps the trained weights, so a resumed run
+    trains on from them."""
     kl_probe_samples: int = 1024
     """With ``kl_target``: samples per KL measurement (for samples of more than 8 dimensions, whose KL is the
     closed-form trajectory KL, ``batch_size``)."""
@@ -162,6 +174,9 @@ class FinetuneResult:
     seconds: float = 0.0
     sample_shape: tuple[int, ...] = (2,)
     """The shape of one sample."""
+    update_kept: float = 1.0
+    """With ``FinetuneConfig(kl_strict=True)``: the share α of the fine-tuning update kept to stay within the KL
+    budget (1: all of it)."""
     conditions: torch.Tensor | None = None
     """The conditions it was fine-tuned on (None: unconditional); :meth:`sample` cycles through them by default."""
 
@@ -485,6 +500,9 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
             raise ValueError(f"kl_probe_every must be >= 1 and kl_probe_samples >= 2, got {c.kl_probe_every} and "
                              f"{c.kl_probe_samples}.")
         controller = KLController(c.kl_target, float(kl_weight), c.kl_adapt_rate)
+    elif c.kl_strict:
+        raise ValueError("kl_strict makes the KL budget a hard limit; give the budget too, "
+                         "FinetuneConfig(kl_target=..., kl_strict=True).")
     beta = float(kl_weight)
     if resume and run_dir is None:
         raise ValueError("resume=True continues the checkpoint in run_dir; give run_dir.")
@@ -502,6 +520,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         policy = make_trainable(copy.deepcopy(model), c.trainable, c.lora_rank, c.side_hidden).train()
         value = ValueBaseline(int(torch.Size(sample_shape).numel())) if method == "dpok" else None
     params = [p for p in policy.parameters() if p.requires_grad]
+    initial = [p.detach().clone() for p in params] if c.kl_strict else []  # kl_strict interpolates towards them
     gsteps = GaussianSteps.from_scheduler(scheduler, c.num_inference_steps)
     optimizer = torch.optim.Adam(params, lr=c.learning_rate)
     g = torch.Generator().manual_seed(int(seed))
@@ -531,19 +550,22 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         kl_pool = rollout(reference, gsteps, (2 * c.kl_probe_samples, *sample_shape), pool_g,
                           _draw_conditions(conditions, 2 * c.kl_probe_samples, pool_g)).samples
 
-    def adapt_beta(iteration: int) -> float:
-        """With a KL budget, every ``kl_probe_every`` iterations: measure the KL (a probe with its own generator,
-        so that training draws stay the same) and take one dual step on β."""
-        if controller is None or (iteration + 1) % c.kl_probe_every:
-            return beta
-        n = c.kl_probe_samples if low_dim else c.batch_size
-        probe_g = torch.Generator().manual_seed(int(seed) + 7_919 * (iteration + 1))
+    def measure_kl(probe_seed: int, n: int, pool: torch.Tensor | None) -> float:
+        """The KL that ``kl_to_reference`` reports, on ``n`` samples (``batch_size`` for the trajectory KL) drawn
+        with their own generator, so that training draws stay the same; ``pool``: the reference's samples."""
+        n = n if low_dim else c.batch_size
+        probe_g = torch.Generator().manual_seed(probe_seed)
         with torch.no_grad():
             probe = rollout(policy.eval(), gsteps, (n, *sample_shape), probe_g,
                             _draw_conditions(conditions, n, probe_g), reference=None if low_dim else reference)
         policy.train()
-        measured = knn_kl(probe.samples, kl_pool) if low_dim else float(probe.kl.sum(0).mean())
-        return controller.update(measured)
+        return knn_kl(probe.samples, pool) if low_dim else float(probe.kl.sum(0).mean())
+
+    def adapt_beta(iteration: int) -> float:
+        """With a KL budget, every ``kl_probe_every`` iterations: measure the KL and take one dual step on β."""
+        if controller is None or (iteration + 1) % c.kl_probe_every:
+            return beta
+        return controller.update(measure_kl(int(seed) + 7_919 * (iteration + 1), c.kl_probe_samples, kl_pool))
 
     from tqdm.auto import tqdm
 
@@ -651,11 +673,22 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
             if (it + 1) % c.checkpoint_every == 0:
                 save(it + 1)
     if first < steps:
-        save(steps)
+        save(steps)  # the training state: a strict budget's interpolation below is applied after it
     logger.close()
+    kept = 1.0
+    if c.kl_strict and controller is not None:
+        # The final check is the final estimate's size (eval_samples against as many reference samples).
+        pool = None
+        if low_dim:
+            pool_g = torch.Generator().manual_seed(int(seed) + 5)
+            pool = rollout(reference, gsteps, (c.eval_samples, *sample_shape), pool_g,
+                           _draw_conditions(conditions, c.eval_samples, pool_g)).samples
+        kept = _interpolate_into_budget(params, initial, lambda: measure_kl(int(seed) + 104_729, c.eval_samples, pool),
+                                        c.kl_target)
     policy.eval().requires_grad_(False)
     result = FinetuneResult(policy, reference, scheduler, gsteps, method, beta, history,
-                            sum(p.numel() for p in params), sample_shape=tuple(sample_shape), conditions=conditions)
+                            sum(p.numel() for p in params), sample_shape=tuple(sample_shape), conditions=conditions,
+                            update_kept=kept)
     eval_condition = result._condition(c.eval_samples, None)
     final = rollout(policy, gsteps, (c.eval_samples, *sample_shape), torch.Generator().manual_seed(int(seed) + 1),
                     eval_condition, reference=reference)
@@ -669,6 +702,33 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         result.held_out_reward = float(_rewards(held_out_reward, final.samples, eval_condition).mean())
     result.seconds = time.perf_counter() - start
     return result
+
+
+@torch.no_grad()
+def _interpolate_into_budget(params: list[nn.Parameter], initial: list[torch.Tensor], measure: Callable[[], float],
+                             target: float, bisections: int = 8) -> float:
+    """Move the trainable weights back along the line to their initial values (the pretrained model: LoRA and
+    the side network start at zero) until ``measure()`` is at most ``target``, the interpolation towards the
+    initialisation of WARP (Ramé et al., 2024) used as a projection onto the budget; returns the share ``α`` of
+    the update kept (1: the budget held already), found by bisection on ``θ0 + α (θ − θ0)``."""
+    final = [p.detach().clone() for p in params]
+
+    def place(alpha: float) -> None:
+        for p, start, end in zip(params, initial, final, strict=True):
+            p.copy_(start + alpha * (end - start))
+
+    if measure() <= target:
+        return 1.0
+    inside, outside = 0.0, 1.0
+    for _ in range(bisections):
+        middle = (inside + outside) / 2
+        place(middle)
+        if measure() <= target:
+            inside = middle
+        else:
+            outside = middle
+    place(inside)
+    return inside
 
 
 def _index(condition: Any, rows: torch.Tensor) -> Any:

@@ -18,6 +18,10 @@ measured as ``log(KL / ε)`` and clipped, so that one noisy estimate moves β by
 which is the multiplicative form of Ziegler et al.'s adaptive KL controller ("Fine-Tuning Language Models from
 Human Preferences", 2019; TRL's ``AdaptiveKLController``), with the error on the log scale so that over- and
 undershooting by the same factor weigh the same.
+
+The controller steers the KL's level, not its last value: the last iterations' drift and the estimate's noise
+stay (measured on the ring: final KLs within about ±10 % of the budget). Where the budget is a hard limit,
+``FinetuneConfig(kl_strict=True)`` shrinks the update after training until a probe's KL is within it.
 """
 
 from __future__ import annotations
