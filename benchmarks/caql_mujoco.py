@@ -206,7 +206,9 @@ def write_markdown(summary: dict, path: Path) -> None:
     lines = ["# CAQL on constrained tasks vs SAC and TD3", "",
              "The paper's claim under test: CAQL outperforms policy-based methods in heavily constrained "
              "environments. Methods: CAQL-GA, CAQL-exact (exact max-Q: `pwl1d` for 1-D actions, `bnb` otherwise, "
-             "hinge loss with the dual filter), rlcore SAC, SB3 SAC and SB3 TD3 with their defaults.", "",
+             f"{'hinge' if EXACT['loss'] == 'hinge' else 'squared'} loss, dual filter "
+             f"{'on' if EXACT['dual_filter'] else 'off'}, the ablation's choice), rlcore SAC, SB3 SAC and SB3 TD3 "
+             "with their defaults.", "",
              f"Machine: {budget['machine']}. Budget: {budget['description']}. Seeds: {budget['seeds']}. "
              f"Evaluation: deterministic policy, {budget['eval_episodes']} episodes on separate environments, "
              "5 times per run; the table shows the last one. Command: `" + budget["command"] + "`.", "",
