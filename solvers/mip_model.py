@@ -206,7 +206,6 @@ def encode(problem: MIPProblem, writer: Writer, formulation: str = "bigm", l2: s
     return Encoding(actions, objective, variables, neurons)
 
 
-
 def _combine(forms: list, weights: np.ndarray, bias: float) -> tuple[dict[int, float], float]:
     """The linear form of ``sum_i weights_i forms_i + bias`` (dead inputs, ``None``, contribute nothing)."""
     coefs: dict[int, float] = {}

@@ -135,15 +135,15 @@ class FinetuneConfig:
     """With ``kl_target``: the step on ``log β`` per unit of ``log(KL / kl_target)``."""
     kl_probe_every: int = 5
     """With ``kl_target``: iterations between KL measurements (each one sampler rollout)."""
+    kl_probe_samples: int = 1024
+    """With ``kl_target``: samples per KL measurement (for samples of more than 8 dimensions, whose KL is the
+    closed-form trajectory KL, ``batch_size``)."""
     kl_strict: bool = False
     """With ``kl_target``: make the budget a hard limit. After training, if the measured KL exceeds the target,
     the trainable weights are moved back towards their initial values (``θ0 + α (θ − θ0)``, α by bisection)
     until it does not, measured on ``eval_samples`` samples (drawn apart from the final estimate's);
     :attr:`FinetuneResult.update_kept` is the α used. The checkpoint keeps the trained weights, so a resumed run
     trains on from them."""
-    kl_probe_samples: int = 1024
-    """With ``kl_target``: samples per KL measurement (for samples of more than 8 dimensions, whose KL is the
-    closed-form trajectory KL, ``batch_size``)."""
 
 
 @dataclass
@@ -320,6 +320,12 @@ def _draw_conditions(conditions: torch.Tensor | None, n: int, g: torch.Generator
     if conditions is None:
         return None
     return conditions[torch.randint(len(conditions), (n,), generator=g)]
+
+
+def _rwr_weights_and_ess(r: torch.Tensor, kl_weight: float, condition: Any) -> tuple[torch.Tensor, float]:
+    """:func:`_rwr_weights` and their effective sample size ``(Σw)² / Σw²`` (logged)."""
+    weights = _rwr_weights(r, kl_weight, condition)
+    return weights, float(weights.sum() ** 2 / weights.pow(2).sum())
 
 
 def _rwr_weights(r: torch.Tensor, kl_weight: float, condition: Any) -> torch.Tensor:
@@ -576,8 +582,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         # minibatch drawn in proportion to the weights has the weighted loss's expectation at far less variance
         # than weighting a uniform minibatch whose few high-reward samples carry all the weight.
         data_rewards = _rewards(reward_fn, data, data_condition)
-        weights = _rwr_weights(data_rewards, beta, data_condition)
-        ess = float(weights.sum() ** 2 / weights.pow(2).sum())
+        weights, ess = _rwr_weights_and_ess(data_rewards, beta, data_condition)
         alpha_bar = scheduler.alphas_cumprod.float()
         for it in bar:
             rows = torch.multinomial(weights, c.batch_size, replacement=True, generator=g)
@@ -610,8 +615,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
             adapted = adapt_beta(it)
             if adapted != beta:
                 beta = adapted
-                weights = _rwr_weights(data_rewards, beta, data_condition)
-                ess = float(weights.sum() ** 2 / weights.pow(2).sum())
+                weights, ess = _rwr_weights_and_ess(data_rewards, beta, data_condition)
             if (it + 1) % c.checkpoint_every == 0:
                 save(it + 1)
     else:
@@ -676,7 +680,7 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         save(steps)  # the training state: a strict budget's interpolation below is applied after it
     logger.close()
     kept = 1.0
-    if c.kl_strict and controller is not None:
+    if c.kl_strict:  # validated above: there is a budget
         # The final check is the final estimate's size (eval_samples against as many reference samples).
         pool = None
         if low_dim:
