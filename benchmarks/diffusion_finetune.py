@@ -10,7 +10,8 @@ run in pieces):
   width 16 at β 0.5 and 1, to read its reward at LoRA's KL with fewer parameters than LoRA); DPOK over
   β ∈ {0.1, 0.25, 0.5, 1, 2} beside the optimum's curve (the alignment-fidelity trade-off); and the four methods
   under a KL budget (``FinetuneConfig.kl_target`` = 0.95x the β = 0.5 optimum's KL, β starting at 0.5 and
-  adapted), seeds 0-2: the issue's target read at the optimum's KL.
+  adapted, the step size decaying over the last 30 % of the iterations), seeds 0-2: the issue's target read
+  at the optimum's KL.
 * ``digits``: the four methods making strokes thicker (``thickness``, β = 0.01) with the held-out classifier's
   probability of the prompted class as the reward-hacking monitor, and DPOK with each trainable part.
 * ``fix``: the zeros' defect (``-defect_score``, DPOK, β = 0.01): Focus-N-Fix for 30 iterations against global
