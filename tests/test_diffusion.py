@@ -214,7 +214,8 @@ def test_lora_and_the_side_network_train_without_touching_the_backbone(bed, trai
 @pytest.mark.parametrize(("method", "steps"), [("dpok", 150), ("ppo", 150), ("rwr", 1_000), ("fpg", 150)])
 def test_every_method_moves_most_of_the_way_to_the_exact_optimum(bed, method, steps):
     # Measured (kl_weight 0.5, seed 0): share of the way from the reference's reward to the optimum's / output
-    # KL over the optimum's: dpok 0.85 / 0.66, ppo 0.97 / 0.98, rwr 1.04 / 1.25, fpg 0.88 / 0.70.
+    # KL over the optimum's (k-NN against 32,768 reference samples): dpok 0.86 / 0.85, ppo 0.96 / 1.03,
+    # rwr 1.04 / 1.31, fpg 0.87 / 0.77.
     beta = 0.5
     opt = diffusion.kl_optimum(bed, _ring_reward, kl_weight=beta)
     result = diffusion.finetune(bed.model, bed.scheduler, _ring_reward, method=method, kl_weight=beta, steps=steps,
