@@ -197,7 +197,7 @@ class FinetuneResult:
 
     def _condition(self, n: int, condition: Any) -> Any:
         if condition is None and self.conditions is not None:
-            return self.conditions[torch.arange(n) % len(self.conditions)]
+            return _in_turn(self.conditions, n)
         return condition
 
     def sample(self, n: int, seed: int = 0, condition: Any = None) -> torch.Tensor:
@@ -240,6 +240,11 @@ def kl_optimum(bed: Any, reward_fn: Callable[[torch.Tensor], torch.Tensor], kl_w
     return KLOptimum(expected, float(expected / kl_weight - log_mean_exp), float(r.mean()), num_samples)
 
 
+def _in_turn(conditions: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` conditions cycling through ``conditions``."""
+    return conditions[torch.arange(n) % len(conditions)]
+
+
 KNN_NEIGHBOURS = 5
 """k of :func:`knn_kl` as the fine-tuning estimates use it."""
 
@@ -279,7 +284,7 @@ def _reference_samples(reference: nn.Module, gsteps: GaussianSteps, n: int, samp
                        conditions: torch.Tensor | None, seed: int) -> torch.Tensor:
     """``n`` samples of the frozen reference with their own generator, the conditions in turn: the Q side of a
     k-NN KL estimate."""
-    condition = None if conditions is None else conditions[torch.arange(n) % len(conditions)]
+    condition = None if conditions is None else _in_turn(conditions, n)
     return rollout(reference, gsteps, (n, *sample_shape), torch.Generator().manual_seed(int(seed)), condition).samples
 
 
@@ -604,22 +609,22 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
     if controller is not None and low_dim:  # the reference's side of the probes' and the strict check's estimates
         kl_pool = _reference_samples(reference, gsteps, c.kl_reference_samples, sample_shape, conditions, seed + 3)
 
-    def measure_kl(probe_seed: int, n: int, pool: torch.Tensor | None) -> float:
+    def measure_kl(probe_seed: int, n: int) -> float:
         """The KL that ``kl_to_reference`` reports, on ``n`` samples (``batch_size`` for the trajectory KL) drawn
-        with their own generator, so that training draws stay the same; ``pool``: the reference's samples."""
+        with their own generator, so that training draws stay the same, against ``kl_pool``."""
         n = n if low_dim else c.batch_size
         probe_g = torch.Generator().manual_seed(probe_seed)
         with torch.no_grad():
             probe = rollout(policy.eval(), gsteps, (n, *sample_shape), probe_g,
                             _draw_conditions(conditions, n, probe_g), reference=None if low_dim else reference)
         policy.train()
-        return knn_kl(probe.samples, pool) if low_dim else float(probe.kl.sum(0).mean())
+        return knn_kl(probe.samples, kl_pool) if low_dim else float(probe.kl.sum(0).mean())
 
     def adapt_beta(iteration: int) -> float:
         """With a KL budget, every ``kl_probe_every`` iterations: measure the KL and take one dual step on β."""
         if controller is None or (iteration + 1) % c.kl_probe_every:
             return beta
-        return controller.update(measure_kl(int(seed) + 7_919 * (iteration + 1), c.kl_probe_samples, kl_pool))
+        return controller.update(measure_kl(int(seed) + 7_919 * (iteration + 1), c.kl_probe_samples))
 
     def set_step_size(iteration: int) -> None:
         """The step size of ``iteration``, from the iteration alone, so that a resumed run takes the same."""
@@ -739,8 +744,8 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
     kept = 1.0
     if c.kl_strict:  # validated above: there is a budget
         # The final check is the final estimate's size, on samples of its own.
-        kept = _interpolate_into_budget(params, initial,
-                                        lambda: measure_kl(int(seed) + 104_729, c.eval_samples, kl_pool), c.kl_target)
+        kept = _interpolate_into_budget(params, initial, lambda: measure_kl(int(seed) + 104_729, c.eval_samples),
+                                        c.kl_target)
     policy.eval().requires_grad_(False)
     result = FinetuneResult(policy, reference, scheduler, gsteps, method, beta, history,
                             sum(p.numel() for p in params), sample_shape=tuple(sample_shape), conditions=conditions,
