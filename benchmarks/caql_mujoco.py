@@ -21,7 +21,9 @@ A run whose result file exists is skipped, and rlcore runs checkpoint into their
 from it, so the suite can be run a few hours at a time. Writes ``benchmarks/results/caql_mujoco.json`` and ``.md``
 (final return mean ± std over seeds, wall seconds, environment steps per second, per task and method; the
 interquartile mean of returns normalised per task as (R - R_random) / (R_best - R_random); which runs are
-missing), and a learning-curve PNG per task. Runs are cached in ``benchmarks/results/caql_mujoco_runs/``.
+missing), and a learning-curve PNG per task. The report always covers the whole suite at the run's budget: a
+``--tasks`` or ``--methods`` part runs only its own runs and leaves the others' results in it. Runs are cached
+in ``benchmarks/results/caql_mujoco_runs/``.
 
 ``--executor ray`` runs each (task, method, seed) as a Ray task (one CPU; ``--ray-address`` to join a cluster);
 the result files are written here as each run finishes. A run resumes from its checkpoint only on a node that
@@ -273,6 +275,22 @@ def plot(runs: list[dict], out_dir: Path, prefix: str) -> list[str]:
     return names
 
 
+def run_specs(tasks: list[str], methods: list[str], seeds: list[int], mujoco_steps: int, pendulum_steps: int,
+              eval_episodes: int, cache: Path) -> list[dict]:
+    """One spec per (task, seed, method), in that order; ``key`` names the run's result file."""
+    specs = []
+    for task in tasks:
+        env_id, bound, set_kind = parse_task(task)
+        steps = pendulum_steps if env_id.startswith("Pendulum") else mujoco_steps
+        for seed in seeds:
+            for method in methods:
+                key = f"{task}-{method}-s{seed}-{steps}".replace(":", "_")
+                specs.append({"task": task, "env": env_id, "bound": bound, "set": set_kind, "method": method,
+                              "seed": seed, "steps": steps, "eval_episodes": eval_episodes, "key": key,
+                              "run_dir": str(cache / "runs" / key)})
+    return specs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -297,17 +315,12 @@ def main() -> None:
     name = "caql_mujoco_quick" if args.quick else "caql_mujoco"
     cache = args.out / "caql_mujoco_runs"
     cache.mkdir(parents=True, exist_ok=True)
-    specs = []
     # Task by task and seed by seed, every method of a seed together: a suite cut short leaves whole comparisons.
-    for task in tasks:
-        env_id, bound, set_kind = parse_task(task)
-        steps = pendulum_steps if env_id.startswith("Pendulum") else mujoco_steps
-        for seed in seeds:
-            for method in args.methods:
-                key = f"{task}-{method}-s{seed}-{steps}".replace(":", "_")
-                specs.append({"task": task, "env": env_id, "bound": bound, "set": set_kind, "method": method,
-                              "seed": seed, "steps": steps, "eval_episodes": args.eval_episodes, "key": key,
-                              "run_dir": str(cache / "runs" / key)})
+    specs = run_specs(tasks, args.methods, seeds, mujoco_steps, pendulum_steps, args.eval_episodes, cache)
+    # The report always covers the whole suite at this budget, so a run of one part never hides the others' results.
+    whole_suite = run_specs(SUITE, METHODS, [1] if args.quick else [1, 2, 3],
+                            mujoco_steps, pendulum_steps, args.eval_episodes, cache)
+    report_specs = list({s["key"]: s for s in whole_suite + specs}.values())
     todo = [] if args.summarise_only else [s for s in specs if not (cache / f"{s['key']}.json").exists()]
     print(f"{len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to do, {args.workers} workers")
     started = time.perf_counter()
@@ -319,15 +332,15 @@ def main() -> None:
 
     run_grid(run_one, todo, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
              on_result=save)
-    missing = [s["key"] for s in specs if not (cache / f"{s['key']}.json").exists()]
-    runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in specs if s["key"] not in missing]
-    tasks = [task for task in tasks if any(r["task"] == task for r in runs)]
+    missing = [s["key"] for s in report_specs if not (cache / f"{s['key']}.json").exists()]
+    runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in report_specs if s["key"] not in missing]
+    tasks = list(dict.fromkeys(s["task"] for s in report_specs if any(r["task"] == s["task"] for r in runs)))
     randoms = {task: random_return(*parse_task(task), args.eval_episodes) for task in tasks}
-    command = "python benchmarks/caql_mujoco.py" + (" --quick" if args.quick else "") + (
-        f" --tasks {' '.join(args.tasks)}" if args.tasks else "")
+    command = "python benchmarks/caql_mujoco.py" + (" --quick" if args.quick else "")
     budget = {"machine": "2-core x86_64 CPU, no GPU, one torch thread per run, runs in parallel processes",
               "description": f"Pendulum {pendulum_steps} steps, MuJoCo {mujoco_steps} steps per run",
-              "seeds": seeds, "eval_episodes": args.eval_episodes, "command": command.strip(),
+              "seeds": sorted({s["seed"] for s in report_specs}), "eval_episodes": args.eval_episodes,
+              "command": command.strip(),
               "suite_wall_seconds": time.perf_counter() - started, "missing_runs": missing}
     summary = summarise(runs, randoms, budget)
     summary["figures"] = plot(runs, args.out, name)
