@@ -401,24 +401,34 @@ def test_synthesised_pairs_keep_the_best_sampled_sets_and_replay_exactly(cat):
         retrieval.synthesise_pairs(policy, cat, samples_per_intent=2, keep=3)
 
 
-def test_diffusion_retriever_learns_a_conditional_set_of_sub_queries_and_searches_once(cat):
+@pytest.mark.parametrize(("prediction", "min_cosine"), [("x0", 0.99), ("epsilon", 0.65)])
+def test_diffusion_retriever_learns_a_conditional_set_of_sub_queries_and_searches_once(cat, prediction, min_cosine):
     # Pairs whose targets are a known function of the intent: the centres of two of its aspects, in order.
     owned = cat.intent_aspects.float().topk(2, dim=1).indices  # [40, 2]
     targets = cat.centres[owned]  # [40, 2, 16] unit vectors
     pairs = retrieval.FanOutPairs(torch.arange(40), cat.intents, targets, torch.ones(40), 1.0)
-    config = retrieval.DiffusionConfig(hidden=128, train_steps=600, batch_size=40, num_timesteps=50, sample_steps=10,
-                                       learning_rate=3e-3, temperature=0.0)
+    config = retrieval.DiffusionConfig(hidden=128, train_steps=600, batch_size=40, num_timesteps=50, sample_steps=2,
+                                       learning_rate=3e-3, temperature=0.0, prediction=prediction)
     result = retrieval.distill(pairs, cat, config)
     assert result.losses[-1] < 0.5 * result.losses[0]
     sampled = result.retriever.subqueries(cat.intents)
     assert sampled.shape == (40, 2, 16) and torch.allclose(sampled.norm(dim=2), torch.ones(40, 2))
     cosine = (sampled * targets).sum(2)
-    assert float(cosine.mean()) > 0.7, float(cosine.mean())  # measured 0.83; an untrained model scores 0.01
+    # Measured: x0-prediction 0.9994, epsilon 0.73 (0.78 with ten DDIM steps); an untrained model scores 0.01.
+    # x0 must recover a near-deterministic target almost exactly: that is why it is the default.
+    assert float(cosine.mean()) > min_cosine, float(cosine.mean())
     ids = result.retriever.retrieve(cat.intents[:5], 10)
     expected = cat.index.search(sampled[:5].reshape(10, 16), 10)[1].reshape(5, 20)
     assert torch.equal(ids, expected)  # one batched search of all B·K sub-queries, same x_T at every call
+
+
+def test_distill_names_a_bad_setting():
+    pairs = retrieval.FanOutPairs(torch.arange(4), torch.randn(4, 16), torch.randn(4, 2, 16), torch.ones(4), 1.0)
+    cat = retrieval.synthetic_catalogue(num_items=240, num_clusters=24, num_intents=8, dim=16, seed=0)
     with pytest.raises(ValueError, match="sample_steps <= num_timesteps"):
         retrieval.distill(pairs, cat, retrieval.DiffusionConfig(sample_steps=200))
+    with pytest.raises(ValueError, match=r"prediction must be one of \('x0', 'epsilon'\), got 'v'"):
+        retrieval.distill(pairs, cat, retrieval.DiffusionConfig(prediction="v"))
 
 
 @pytest.mark.slow
@@ -428,10 +438,9 @@ def test_r4t_distilled_retriever_keeps_most_of_the_policy_set_reward():
     rl = retrieval.evaluate(out.policy, cat, split="test", top_k=10)
     distilled = retrieval.evaluate(out.retriever, cat, split="test", top_k=10)
     mmr = retrieval.evaluate(retrieval.MMR(cat, 40), cat, split="test", top_k=10)
-    # The issue asks for >= 90 % of the policy's set reward. Measured with the residual denoiser: 0.90 (0.967
-    # against 1.071; 0.85 before it), so at the target with no margin for another machine's last digits: this
-    # checks 88 %.
-    assert distilled["set_reward"] >= 0.88 * rl["set_reward"], (distilled, rl)
+    # The issue asks for >= 90 % of the policy's set reward. Measured: 0.90 with the ε-predicting residual
+    # denoiser (0.85 before the residual), 0.97 with x0-prediction (1.014 against 1.043).
+    assert distilled["set_reward"] >= 0.90 * rl["set_reward"], (distilled, rl)
     assert distilled["coverage"] >= mmr["coverage"] + 0.1, (distilled, mmr)
 
 

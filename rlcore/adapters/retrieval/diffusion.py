@@ -5,20 +5,31 @@ sub-queries of a synthesised pair from the intent embedding ``e``, flattened and
 over the pairs so that entries have unit variance (``residual=False``: ``sqrt(d) · [q_1, ..., q_K]``, the
 sub-queries themselves), conditioned on ``e``:
 
-    q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 − ᾱ_t) I),   ε_θ(x_t, t, e) trained on ‖ε − ε_θ‖²
+    q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 − ᾱ_t) I),   x̂_θ(x_t, t, e) trained on ‖x_0 − x̂_θ‖²
 
-with the per-pair loss weighted by reward-weighted regression (``rwr_loss`` over ``log p ≈ −‖ε − ε_θ‖²``, the
+with the per-pair loss weighted by reward-weighted regression (``rwr_loss`` over ``log p ≈ −‖x_0 − x̂_θ‖²``, the
 reward-weighted denoising loss of Lee et al., 2023; ``rwr_beta=None`` weighs the kept pairs equally). At query
 time :class:`DistilledRetriever` draws ``x_T`` and runs ``sample_steps`` deterministic DDIM steps (η = 0) for the
 whole batch, adds the intent back, normalises the K vectors and runs **one** batched index search of ``B · K``
 queries: no sequential policy calls and index round trips, which is the latency R4T's distillation removes.
 
+**The denoiser predicts x_0, not the noise** (``prediction="x0"``, as unCLIP's diffusion prior over CLIP
+embeddings; ``"epsilon"`` is DDPM's image choice). The target is nearly a function of the intent (a few kept
+fan-outs per intent, close to each other), and ε-prediction must recover it through ``x_0 = (x_t − sqrt(1 − ᾱ_t)
+ε̂) / sqrt(ᾱ_t)``, which multiplies the error of ε̂ by up to ``1 / sqrt(ᾱ_T) ≈ 12`` at the first DDIM step.
+Measured on the 10^4-item, 400-intent catalogue of the benchmark (seed 0), fitting the deterministic policy's
+fan-outs of the 300 train intents: ε-prediction reproduced them to a mean distance of 0.24 per unit sub-query
+(cosine 0.967) and kept 91 % of the policy's test set reward; x0-prediction reproduced them to 0.010 and kept
+94 %, and on the kept best-of-32 pairs 99.5 % (ε: 92.6 %). With x0-prediction two DDIM steps give the same
+sub-queries as ten (``sample_steps=2``), which keeps the generator's share of the query time small.
+
 Modelling the offsets is the same choice as the fan-out policy's residual parameterisation: the denoiser's
 average answer is a query at the intent, so where it is unsure it stays on-intent. On the real-text catalogue
 the direct parameterisation kept 45 % of the policy's test set reward, with sub-queries drifting off-intent.
 
-The denoiser is a small MLP of its own (the diffusion adapter, whose denoising code R4T would share, has not
-landed); DDPM's linear β schedule, shortened to ``num_timesteps`` steps.
+The denoiser is a small MLP of its own, not the diffusion adapter's UNet and ``diffusers`` schedulers: a query
+here is a 4-layer MLP call per DDIM step at batch 1, where a scheduler's per-step Python would cost more than
+the network; DDPM's linear β schedule, shortened to ``num_timesteps`` steps.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -35,6 +47,8 @@ from rlcore.adapters.retrieval.env import unit
 from rlcore.adapters.retrieval.synthesis import FanOutPairs
 from rlcore.networks.embeddings import timestep_embedding
 from rlcore.objectives import rwr_loss
+
+PREDICTIONS = ("x0", "epsilon")
 
 
 @dataclass(frozen=True)
@@ -47,8 +61,10 @@ class DiffusionConfig:
     """β_1 of the linear schedule."""
     beta_end: float = 0.1
     """β_T (ᾱ_T ≈ 0.007 at the defaults: x_T is nearly pure noise)."""
-    sample_steps: int = 10
-    """DDIM steps at query time."""
+    sample_steps: int = 2
+    """DDIM steps at query time. With x0-prediction two keep the policy's set reward as well as ten (95-101 % of
+    it on test intents over three PPO seeds, 10^4 and 10^5 items, either way; one step: 94-98 %), at a fifth of
+    the generator's cost."""
     hidden: int = 256
     """Width of the denoiser's three hidden layers."""
     train_steps: int = 3_000
@@ -58,11 +74,15 @@ class DiffusionConfig:
     learning_rate: float = 1e-3
     """Adam step size."""
     temperature: float = 0.7
-    """Scale of the query-time x_T ~ N(0, temperature² I): below 1 trades sample diversity for fidelity (on the
-    400-intent catalogue of the tests, 87 / 90 / 86 / 87 % of the policy's test set reward at τ = 1 / 0.7 / 0.4 / 0,
-    measured with an earlier policy)."""
+    """Scale of the query-time x_T ~ N(0, temperature² I): below 1 trades sample diversity for fidelity. With
+    x0-prediction it matters little (on the real-text catalogue 96.6 / 96.6 / 95.8 / 97.2 % of the policy's test
+    set reward at τ = 0 / 0.3 / 0.7 / 1; with ε-prediction 78 / 80 / 63 / 54 %)."""
     rwr_beta: float | None = None
     """Temperature of the reward weights (``rwr_weights``); None: equal weights."""
+    prediction: Literal["x0", "epsilon"] = "x0"
+    """What the denoiser outputs: ``"x0"``, the clean sub-queries (as the diffusion prior of unCLIP, Ramesh et al.,
+    2022, which models CLIP embeddings), or ``"epsilon"``, the noise (DDPM's choice for images). See the module
+    docstring for why x0 is the default here."""
     residual: bool = True
     """Model each sub-query's offset from the intent, ``(q_k − e) / s`` (``s`` the offsets' spread over the pairs),
     rather than ``sqrt(d) · q_k``: the model's mean answer is then a query at the intent, so an imperfect
@@ -72,7 +92,7 @@ class DiffusionConfig:
 
 
 class SubqueryDenoiser(nn.Module):
-    """``ε_θ(x_t, t, e)``: an MLP over the noisy flattened sub-queries, the timestep and the intent."""
+    """``x̂_θ(x_t, t, e)`` (or ``ε_θ``): an MLP over the noisy flattened sub-queries, the timestep and the intent."""
 
     def __init__(self, dim: int, num_subqueries: int, config: DiffusionConfig) -> None:
         super().__init__()
@@ -82,6 +102,7 @@ class SubqueryDenoiser(nn.Module):
                                  nn.Linear(h, h), nn.SiLU(), nn.Linear(h, width))
         betas = torch.linspace(config.beta_start, config.beta_end, config.num_timesteps)
         self.register_buffer("alpha_bar", torch.cumprod(1.0 - betas, 0))
+        self._alpha_bar_host = self.alpha_bar.tolist()  # fixed by the config; read per sampling step
         self.register_buffer("scale", torch.tensor(1.0 / math.sqrt(dim)))
         """Entry scale of x_0: ``1 / sqrt(d)`` for unit sub-queries, the offsets' spread with ``residual``."""
 
@@ -104,17 +125,25 @@ class SubqueryDenoiser(nn.Module):
                temperature: float | None = None) -> torch.Tensor:
         """DDIM (η = 0) from ``x_T ~ N(0, τ² I)`` over ``sample_steps`` evenly spaced timesteps: ``[B, K, d]`` unit.
 
-        ``temperature`` τ defaults to the config's."""
+        ``temperature`` τ defaults to the config's. The schedule's coefficients are host floats (no device sync
+        per step) and the timestep embeddings are computed once per call, since at batch 1 the per-step
+        overhead, not the MLP, is most of the generator's time."""
         b, c = intents.shape[0], self.config
         tau = c.temperature if temperature is None else float(temperature)
         x = tau * torch.randn(b, self.dim * self.num_subqueries, generator=generator, device=intents.device)
         times = torch.linspace(c.num_timesteps - 1, 0, c.sample_steps).round().long().tolist()
+        embeddings = timestep_embedding(torch.tensor(times, device=intents.device))
+        condition = intents * math.sqrt(self.dim)
+        alpha_bar = self._alpha_bar_host
         for i, t in enumerate(times):
-            a_t = self.alpha_bar[t]
-            eps = self(x, torch.full((b,), t, device=intents.device), intents)
-            x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-            a_prev = self.alpha_bar[times[i + 1]] if i + 1 < len(times) else torch.ones((), device=x.device)
-            x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+            out = self.net(torch.cat([x, condition, embeddings[i].expand(b, -1)], dim=1))
+            a_t = alpha_bar[t]
+            if c.prediction == "x0":
+                x0, eps = out, (x - math.sqrt(a_t) * out) / math.sqrt(1.0 - a_t)
+            else:
+                x0, eps = (x - math.sqrt(1.0 - a_t) * out) / math.sqrt(a_t), out
+            a_prev = alpha_bar[times[i + 1]] if i + 1 < len(times) else 1.0
+            x = math.sqrt(a_prev) * x0 + math.sqrt(1.0 - a_prev) * eps
         return self.decode(x, intents)
 
 
@@ -159,6 +188,8 @@ class DistilledRetriever:
 def distill(pairs: FanOutPairs, catalogue: Catalogue, config: DiffusionConfig | None = None) -> DistillResult:
     """Train a :class:`SubqueryDenoiser` on synthesised ``pairs`` and wrap it as a :class:`DistilledRetriever`."""
     c = config or DiffusionConfig()
+    if c.prediction not in PREDICTIONS:
+        raise ValueError(f"DiffusionConfig.prediction must be one of {PREDICTIONS}, got {c.prediction!r}.")
     if c.sample_steps < 1 or c.sample_steps > c.num_timesteps or c.train_steps < 1:
         raise ValueError(f"need 1 <= sample_steps <= num_timesteps and train_steps >= 1, got sample_steps="
                          f"{c.sample_steps}, num_timesteps={c.num_timesteps}, train_steps={c.train_steps}.")
@@ -180,7 +211,8 @@ def distill(pairs: FanOutPairs, catalogue: Catalogue, config: DiffusionConfig | 
         eps = torch.randn(x0.shape, generator=g)
         a = model.alpha_bar[t][:, None]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        mse = (model(x_t, t, cond) - eps).pow(2).mean(1)
+        target = x0 if c.prediction == "x0" else eps
+        mse = (model(x_t, t, cond) - target).pow(2).mean(1)
         if c.rwr_beta is None:
             loss = mse.mean()
         else:  # reward-weighted denoising: -w(R) · log p with log p ≈ -mse (the shared RWR primitive)
