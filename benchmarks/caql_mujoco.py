@@ -241,6 +241,9 @@ def write_markdown(summary: dict, path: Path) -> None:
     if budget["missing_runs"]:
         lines += ["", f"Not run yet ({len(budget['missing_runs'])} runs, carried over to later sessions): "
                   f"{', '.join(budget['missing_runs'])}."]
+    notes = path.with_name(f"{path.stem}_notes.md")  # what the runs cannot say themselves (reruns, conditions)
+    if notes.exists():
+        lines += ["", "## Notes", "", notes.read_text().strip()]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -32,6 +32,26 @@ def test_actions_are_always_inside_the_action_set(action_set):
     assert action_set.contains(actions).all() and torch.isfinite(log_prob).all()
 
 
+@pytest.mark.parametrize("half_width", [0.25, 1.0, 2.0])
+def test_entropy_target_matches_sb3s_on_any_box(half_width):
+    # SB3 takes log-probabilities of actions normalised to [-1, 1]^D and targets -D. rlcore's are of the action
+    # in the box (lower by sum log s_d). The temperature loss reads log_prob + target: the two must agree.
+    from rlcore.algos.vmbpo import VMBPOAgent, VMBPOConfig
+    from rlcore.networks.distributions import DiagGaussian
+
+    action_set = ActionSet.box(-half_width, half_width, 3)
+    agent = SACAgent(SACConfig(hidden_sizes=(16, 16)), obs_dim=4, action_set=action_set)
+    obs = torch.randn(64, 4)
+    _, log_prob = agent.actor.sample(obs, torch.Generator().manual_seed(0))
+    in_box = agent.actor.dist(obs)
+    in_unit_box = DiagGaussian(in_box.mean, in_box.log_std, squash=True)  # the same Gaussian, squashed into [-1, 1]
+    _, log_prob_unit = in_unit_box.rsample_and_log_prob(torch.Generator().manual_seed(0))
+    torch.testing.assert_close(log_prob + agent.target_entropy, log_prob_unit - 3.0)
+    vmbpo = VMBPOAgent(VMBPOConfig(hidden_sizes=(16, 16)), obs_dim=4, action_set=action_set)
+    assert vmbpo.target_entropy == pytest.approx(agent.target_entropy)
+    assert SACAgent(SACConfig(target_entropy=-1.5), 4, action_set).target_entropy == -1.5  # an explicit one is kept
+
+
 def test_update_returns_detached_tensor_metrics_and_moves_the_targets():
     agent = SACAgent(SACConfig(hidden_sizes=(16, 16), batch_size=8), obs_dim=3, action_set=ActionSet.box(-1.0, 1.0, 2))
     from rlcore.loops.replay import TransitionBatch

@@ -20,6 +20,11 @@ projected onto the ball. Deliberate choices and deviations:
   than SB3-zoo's 10,000 for MuJoCo, because rlcore's default budget is 15k steps; pass 5,000 or 10,000
   for long MuJoCo runs.
 * The log-std is squashed softly into ``[-5, 2]`` (CleanRL) instead of SB3's hard clip to ``[-20, 2]``.
+* Log-probabilities are those of the action in the action set's box (the tanh-Gaussian's, minus the log of the
+  box's half-widths), and the default entropy target is shifted by the same amount, so that it is SB3's
+  ``-dim(A)`` for actions normalised to ``[-1, 1]``. (Until 2026-12 the target was ``-dim(A)`` in box units: on
+  a box other than ``[-1, 1]^D`` the policy was held more random, or less, than SB3's; on Hopper-v5 limited to
+  ``[-0.25, 0.25]^3`` by 4.2 nats.)
 * For ball-shaped action sets the log-probability is that of the squashed action before the projection
   (the projection onto a ball has no density correction); for boxes it is exact.
 * Time-limit truncation is not termination (``d`` is the environment's ``terminated``).
@@ -71,7 +76,8 @@ class SACConfig(TrainConfig):
     autotune_alpha: bool = True
     """Learn the temperature so that the policy entropy tracks target_entropy; otherwise keep initial_alpha."""
     target_entropy: float | None = None
-    """Entropy target of the temperature loss (None: minus the action dimension)."""
+    """Entropy target of the temperature loss, in the units of the actor's log-probabilities (None: minus the action
+    dimension for actions normalised to [-1, 1], as SB3: ``SquashedGaussianActor.default_target_entropy``)."""
 
     def validate(self) -> None:
         super().validate()
@@ -105,7 +111,8 @@ class SACAgent:
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_learning_rate)
         self.log_alpha = nn.Parameter(torch.tensor(float(config.initial_alpha), device=self.device).log())
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_learning_rate)
-        self.target_entropy = float(-self.action_dim if config.target_entropy is None else config.target_entropy)
+        self.target_entropy = (self.actor.default_target_entropy() if config.target_entropy is None
+                               else float(config.target_entropy))
         self.act_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
         self.update_generator = torch.Generator(device=self.device).manual_seed(config.seed + 3)
         self.updates = 0

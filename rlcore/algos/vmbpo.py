@@ -158,7 +158,8 @@ class VMBPOConfig(ModelSettings, SACConfig):
     baseline_learning_rate: float = 3e-4
     """Adam learning rate of the baseline policy pi (M-step)."""
     target_entropy: float | None = None
-    """Entropy target of q (None: minus the action dimension)."""
+    """Entropy target of q, in the units of its log-probabilities (None: minus the action dimension for actions
+    normalised to [-1, 1], as SAC: ``SquashedGaussianActor.default_target_entropy``)."""
     max_log_ratio: float = 5.0
     """Exponent of the LINEX loss beyond which it continues linearly (a clip on the density ratio)."""
     rollout_schedule: tuple[int, int, int, int] = (10_000, 100_000, 1, 5)
@@ -210,7 +211,8 @@ class VMBPOAgent:
         self.baseline_optimizer = torch.optim.Adam(self.baseline.parameters(), lr=c.baseline_learning_rate)
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(c.initial_alpha), device=self.device).log())
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=c.alpha_learning_rate)
-        self.target_entropy = float(-self.action_dim if c.target_entropy is None else c.target_entropy)
+        self.target_entropy = (self.q_policy.default_target_entropy() if c.target_entropy is None
+                               else float(c.target_entropy))
         self.act_generator = torch.Generator(device=self.device).manual_seed(c.seed + 2)
         self.update_generator = torch.Generator(device=self.device).manual_seed(c.seed + 3)
         # sigma^2: the running mean squared TD error of the expected critics (a tensor: no host sync).
