@@ -24,7 +24,7 @@ projected onto the ball. Deliberate choices and deviations:
   box's half-widths), and the default entropy target is shifted by the same amount, so that it is SB3's
   ``-dim(A)`` for actions normalised to ``[-1, 1]``. (Until 2026-12 the target was ``-dim(A)`` in box units: on
   a box other than ``[-1, 1]^D`` the policy was held more random, or less, than SB3's; on Hopper-v5 limited to
-  ``[-0.25, 0.25]^3`` by 4.2 nats.)
+  ``[-0.25, 0.25]^3`` by 4.2 nats, and 100k steps ended at a return of 226 instead of 842, seed 1.)
 * For ball-shaped action sets the log-probability is that of the squashed action before the projection
   (the projection onto a ball has no density correction); for boxes it is exact.
 * Time-limit truncation is not termination (``d`` is the environment's ``terminated``).
