@@ -96,15 +96,22 @@ def paired_latency_ratio(first: Any, second: Any, intents, top_k: int, count: in
     return statistics.median(times[0]) / statistics.median(times[1])
 
 
-def measure(name: str, retriever: Any, tcat: Any, timed: TimedIndex, args: argparse.Namespace, label: str) -> dict:
-    """One table row: set metrics on train and test intents, latency at batch 1 and 256."""
+def set_metrics(retriever: Any, cat: Any, top_k: int) -> dict[str, float]:
+    """The report's set metrics of ``retriever`` on the train and the test intents (``<split>_<metric>``)."""
     from rlcore.adapters import retrieval
 
-    row: dict = {"retriever": name}
+    row = {}
     for split in ("train", "test"):
-        m = retrieval.evaluate(retriever, tcat, split=split, top_k=args.top_k)
+        m = retrieval.evaluate(retriever, cat, split=split, top_k=top_k)
         for key in ("set_reward", "coverage", "relevance", "diversity", "duplicates"):
             row[f"{split}_{key}"] = round(m[key], 4)
+    return row
+
+
+def measure(name: str, retriever: Any, tcat: Any, timed: TimedIndex, args: argparse.Namespace, label: str) -> dict:
+    """One table row: set metrics on train and test intents, latency at batch 1 and 256."""
+
+    row = {"retriever": name, **set_metrics(retriever, tcat, args.top_k)}
     test_intents = tcat.intents[tcat.test_intents]
     for batch, count in ((1, args.single), (256, 2)):
         total, index = latency_ms(retriever, timed, test_intents, args.top_k, batch, count)
@@ -214,11 +221,7 @@ def run_text_part(args: argparse.Namespace) -> dict:
                                                                                           args.seed + 2, tau)
     rows = []
     for name, r in retrievers.items():
-        row: dict = {"retriever": name}
-        for split in ("train", "test"):
-            m = retrieval.evaluate(r, cat, split=split, top_k=args.top_k)
-            for key in ("set_reward", "coverage", "relevance", "diversity", "duplicates"):
-                row[f"{split}_{key}"] = round(m[key], 4)
+        row = {"retriever": name, **set_metrics(r, cat, args.top_k)}
         print("text", row, flush=True)
         rows.append(row)
     return {"catalogue": "text", "num_items": int(cat.items.shape[0]), "num_intents": int(cat.intents.shape[0]),

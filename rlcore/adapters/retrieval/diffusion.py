@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -48,7 +48,8 @@ from rlcore.adapters.retrieval.synthesis import FanOutPairs
 from rlcore.networks.embeddings import timestep_embedding
 from rlcore.objectives import rwr_loss
 
-PREDICTIONS = ("x0", "epsilon")
+Prediction = Literal["x0", "epsilon"]
+PREDICTIONS = get_args(Prediction)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class DiffusionConfig:
     set reward at τ = 0 / 0.3 / 0.7 / 1; with ε-prediction and ten DDIM steps 78 / 80 / 63 / 54 %)."""
     rwr_beta: float | None = None
     """Temperature of the reward weights (``rwr_weights``); None: equal weights."""
-    prediction: Literal["x0", "epsilon"] = "x0"
+    prediction: Prediction = "x0"
     """What the denoiser outputs: ``"x0"``, the clean sub-queries (as the diffusion prior of unCLIP, Ramesh et al.,
     2022, which models CLIP embeddings), or ``"epsilon"``, the noise (DDPM's choice for images). See the module
     docstring for why x0 is the default here."""
@@ -117,8 +118,14 @@ class SubqueryDenoiser(nn.Module):
         return unit(x + intents[:, None, :] if self.config.residual else x)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, intent: torch.Tensor) -> torch.Tensor:
+        return self._denoise(x_t, self._condition(intent), timestep_embedding(t))
+
+    def _condition(self, intent: torch.Tensor) -> torch.Tensor:
         # The unit intent's entries are ~1/sqrt(d): scale them like x_0's so the condition is not drowned out.
-        return self.net(torch.cat([x_t, intent * math.sqrt(self.dim), timestep_embedding(t)], dim=1))
+        return intent * math.sqrt(self.dim)
+
+    def _denoise(self, x_t: torch.Tensor, condition: torch.Tensor, time_embedding: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x_t, condition, time_embedding.expand(x_t.shape[0], -1)], dim=1))
 
     @torch.no_grad()
     def sample(self, intents: torch.Tensor, generator: torch.Generator,
@@ -133,10 +140,10 @@ class SubqueryDenoiser(nn.Module):
         x = tau * torch.randn(b, self.dim * self.num_subqueries, generator=generator, device=intents.device)
         times = torch.linspace(c.num_timesteps - 1, 0, c.sample_steps).round().long().tolist()
         embeddings = timestep_embedding(torch.tensor(times, device=intents.device))
-        condition = intents * math.sqrt(self.dim)
+        condition = self._condition(intents)
         alpha_bar = self._alpha_bar_host
         for i, t in enumerate(times):
-            out = self.net(torch.cat([x, condition, embeddings[i].expand(b, -1)], dim=1))
+            out = self._denoise(x, condition, embeddings[i])
             a_t = alpha_bar[t]
             if c.prediction == "x0":
                 x0, eps = out, (x - math.sqrt(a_t) * out) / math.sqrt(1.0 - a_t)
