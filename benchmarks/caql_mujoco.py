@@ -44,6 +44,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The most informative pair first, so that a suite cut short still compares every method on both kinds of task.
 SUITE = ["Pendulum-v1:1", "Hopper-v5:0.25", "Pendulum-v1:0.66", "Hopper-v5:0.5", "HalfCheetah-v5:0.25"]
 METHODS = ["caql-ga", "caql-exact", "rlcore-sac", "sb3-sac", "sb3-td3"]
+VARIANTS = {"caql-ga-wide": {"hidden_sizes": (256, 256), "action_hidden_sizes": (256, 256)}}
+"""Configurations probed beside the suite, run only when named in ``--methods``: reported in their own table and
+left out of the suite's aggregate and verdicts. ``caql-ga-wide``: CAQL-GA with SAC's (256, 256) networks in place
+of the paper's (32, 16)."""
 EXACT = {"loss": "l2", "dual_filter": False, "solver_time_limit": 0.5}
 """CAQL-exact's settings besides the solver (``pwl1d`` for 1-D actions, ``bnb`` otherwise; the time limit applies
 to ``bnb`` only): the squared loss without the dual filter, from ``benchmarks/results/caql_ablation.md`` (3 seeds
@@ -83,7 +87,7 @@ def run_one(spec: dict) -> dict:
     if method.startswith("caql-"):
         exact = method == "caql-exact"
         one_dimensional = action_set.with_dim(_action_dim(env_id)).dim == 1
-        options = dict(EXACT) if exact else {}
+        options = dict(EXACT) if exact else dict(VARIANTS.get(method, {}))
         if one_dimensional or not exact:
             options.pop("solver_time_limit", None)
         config = CAQLConfig(env=env_config, solver=("pwl1d" if one_dimensional else "bnb") if exact else "ga",
@@ -178,8 +182,10 @@ def summarise(runs: list[dict], randoms: dict[str, float], budget: dict) -> dict
     table: dict[str, dict[str, dict]] = {}
     for run in runs:
         task = run["task"]
-        cell = table.setdefault(task, {}).setdefault(run["method"], {"returns": [], "wall": [], "sps": []})
+        cell = table.setdefault(task, {}).setdefault(run["method"], {"returns": [], "wall": [], "sps": [],
+                                                                     "seeds": []})
         cell["returns"].append(run["final_return"])
+        cell["seeds"].append(run["seed"])
         cell["wall"].append(run["wall_seconds"])
         cell["sps"].append(run["steps_per_second"])
         if "maxq_fraction_avoided" in run:
@@ -238,6 +244,20 @@ def write_markdown(summary: dict, path: Path) -> None:
             verdict = "yes" if caql > max(rivals) else "no"
             lines.append(f"- {task}: **{verdict}** (best CAQL {caql:.1f}; SB3 SAC {rivals[0]:.1f}, "
                          f"TD3 {rivals[1]:.1f})")
+    if summary.get("variants"):
+        lines += ["", "Variants probed beside the suite (not in the aggregate or the verdicts above; "
+                  "the suite's same-seed runs for comparison):", "",
+                  "| task | variant | seeds | final returns | suite's CAQL-GA, same seeds | wall s | env steps/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for task, methods in summary["variants"].items():
+            for method, cell in methods.items():
+                suite_ga = summary["tasks"].get(task, {}).get("caql-ga", {})
+                same = [r for s, r in zip(suite_ga.get("seeds", []), suite_ga.get("returns", []), strict=True)
+                        if s in cell["seeds"]]
+                lines.append(f"| {task} | {method} | {cell['seeds']} | "
+                             f"{', '.join(f'{r:.1f}' for r in cell['returns'])} | "
+                             f"{', '.join(f'{r:.1f}' for r in same) or '-'} | {cell['wall_seconds']:.0f} | "
+                             f"{cell['steps_per_second']:.0f} |")
     if budget["missing_runs"]:
         lines += ["", f"Not run yet ({len(budget['missing_runs'])} runs, carried over to later sessions): "
                   f"{', '.join(budget['missing_runs'])}."]
@@ -299,7 +319,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke budget (Pendulum 2k, MuJoCo 3k steps, seed 1), written to caql_mujoco_quick_*")
     parser.add_argument("--tasks", nargs="+", help="ENV:BOUND[:SET] items (default: the issue's suite)")
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=[*METHODS, *VARIANTS],
+                        help=f"default: the suite's {METHODS}; variants probed beside it: {list(VARIANTS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default 1 2 3 (quick: 1)")
     parser.add_argument("--steps", type=int, default=None, help="steps per run for MuJoCo tasks (default 100k)")
     parser.add_argument("--pendulum-steps", type=int, default=None, help="steps per run for Pendulum (default 20k)")
@@ -323,7 +344,10 @@ def main() -> None:
     # The report always covers the whole suite at this budget, so a run of one part never hides the others' results.
     whole_suite = run_specs(SUITE, METHODS, [1] if args.quick else [1, 2, 3],
                             mujoco_steps, pendulum_steps, args.eval_episodes, cache)
-    report_specs = list({s["key"]: s for s in whole_suite + specs}.values())
+    variants = [s for s in run_specs(SUITE, list(VARIANTS), [1] if args.quick else [1, 2, 3], mujoco_steps,
+                                     pendulum_steps, args.eval_episodes, cache)
+                if (cache / f"{s['key']}.json").exists()]
+    report_specs = list({s["key"]: s for s in whole_suite + specs if s["method"] in METHODS}.values())
     todo = [] if args.summarise_only else [s for s in specs if not (cache / f"{s['key']}.json").exists()]
     print(f"{len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to do, {args.workers} workers")
     started = time.perf_counter()
@@ -346,8 +370,10 @@ def main() -> None:
               "command": command.strip(),
               "suite_wall_seconds": time.perf_counter() - started, "missing_runs": missing}
     summary = summarise(runs, randoms, budget)
+    variant_runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in variants]
+    summary["variants"] = summarise(variant_runs, randoms, budget)["tasks"] if variant_runs else {}
     summary["figures"] = plot(runs, args.out, name)
-    (args.out / f"{name}.json").write_text(json.dumps({**summary, "runs": runs}, indent=1))
+    (args.out / f"{name}.json").write_text(json.dumps({**summary, "runs": runs + variant_runs}, indent=1))
     write_markdown(summary, args.out / f"{name}.md")
     print((args.out / f"{name}.md").read_text())
 

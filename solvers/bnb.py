@@ -66,7 +66,8 @@ class BranchAndBoundSolver:
     """Batched input-splitting branch-and-bound with CROWN bounds; see the module docstring."""
 
     gap: float = 1e-3
-    """Absolute gap: a sample is done when its certified bound is within ``gap`` of its incumbent."""
+    """Absolute gap: a sample is done when its certified bound is within ``gap`` of its incumbent, as returned in
+    the net's dtype (a float32 net's search goes a few float32 ulps deeper, so rounding cannot widen it)."""
     time_limit: float = 60.0
     """Seconds for the whole batch."""
     max_iterations: int = 100_000
@@ -128,6 +129,9 @@ class BranchAndBoundSolver:
         weights, biases = net_d.fold_fixed_inputs(x_d)
         batch, device = x.shape[0], x.device
         search = _Search(self, net_d, x_d, aset, weights, biases, gap, margin, deadline)
+        # The answer is returned in the net's dtype: Q re-evaluated there and the bound rounded up can widen a
+        # gap met in the search by a few of its ulps, so a coarser output searches that much deeper.
+        search.output_ulps = 4 * torch.finfo(x.dtype).eps if torch.finfo(x.dtype).eps > torch.finfo(dtype).eps else 0.0
 
         ga = GradientAscentSolver(num_starts=self.ga_starts, iterations=self.ga_iterations, seed=self.seed)
         inc_a, inc_v = ga.ascend(net_d, x_d, aset, None if warm is None else warm.to(dtype), deadline=deadline)
@@ -230,6 +234,7 @@ class _Search:
                  deadline: Deadline | None = None) -> None:
         self.options, self.net, self.x, self.aset = options, net, x, aset
         self.weights, self.biases, self.gap, self.margin = weights, biases, gap, margin
+        self.output_ulps = 0.0
         self.deadline = deadline or Deadline(None)
         widest = max(w.shape[0] for w in weights[:-1])
         self.slopes_allowed = options.slope_steps > 0 and (options.slope_max_width is None
@@ -314,19 +319,24 @@ class _Search:
     def finished(self) -> torch.Tensor:
         return ~torch.isnan(self.final)
 
+    def _gap(self, incumbent: torch.Tensor) -> torch.Tensor:
+        """The gap searched for near ``incumbent``: the requested one less the output's rounding allowance."""
+        scale = 1 + incumbent.abs()
+        return (self.gap - self.output_ulps * scale).clamp_min(0) + 1e-12 * scale
+
     def prune_and_check(self) -> torch.Tensor:
         """Prune boxes within the gap, freeze finished samples, drop their boxes; returns ``finished``."""
         boxes = self.boxes
         incumbent = self.inc_v[boxes.idx]
         # The rounding allowance only matters for gap=0, where a box's exact bound and Q at its vertex
         # can differ in the last bits.
-        prunable = boxes.ub <= incumbent + self.gap + 1e-12 * (1 + incumbent.abs())
+        prunable = boxes.ub <= incumbent + self._gap(incumbent)
         if bool(prunable.any()):
             self.pruned.scatter_reduce_(0, boxes.idx[prunable], boxes.ub[prunable], "amax")
             self.boxes = boxes = boxes[~prunable]
         current = torch.maximum(self._live_max(), self.pruned)
         no_boxes = torch.bincount(boxes.idx, minlength=self.inc_v.shape[0]) == 0  # all pruned: bound = pruned max
-        within = current - self.inc_v <= self.gap + 1e-12 * (1 + self.inc_v.abs())
+        within = current - self.inc_v <= self._gap(self.inc_v)
         newly = torch.isnan(self.final) & (within | no_boxes)
         if bool(newly.any()):
             self.final = torch.where(newly, current, self.final)

@@ -172,6 +172,21 @@ def test_float32_branch_and_bound_stays_above_the_true_maximum():
     assert (result.upper_bounds >= _grid_max(net, x, aset) - 1e-6).all()
 
 
+def test_branch_and_bound_meets_the_gap_in_the_nets_own_dtype():
+    # Values near 100 have float32 ulps of 8e-6: re-evaluating Q and rounding the bound up in float32 after a
+    # float64 search used to widen 10 of these 64 gaps past 1e-4.
+    module = random_relu_net(3, 3, (16, 8), 0)
+    with torch.no_grad():
+        module[-1].weight.mul_(300.0)
+        module[-1].bias.fill_(100.0)
+    net = solvers.ReLUNet.from_torch(module, fixed_dim=3)
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    result = solvers.make("bnb", gap=1e-4).solve(net, x, ActionSet.box(-1.0, 1.0, dim=3))
+    assert result.values.dtype == torch.float32 and result.values.abs().max() > 50
+    assert (result.status != SolveStatus.TIME_LIMIT).all()
+    assert (result.upper_bounds - result.values <= 1e-4).all()
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="Tanh"):
         solvers.ReLUNet.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1)), fixed_dim=2)
