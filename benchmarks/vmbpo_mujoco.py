@@ -11,8 +11,9 @@ The grid (issue 23): InvertedPendulum-v5 at 20k environment steps, Hopper-v5 and
 rlcore SAC and SB3 SAC, seeds 0-2. Every (env, method, seed) run is a separate process with one torch thread
 (``--workers`` at a time; 2 on a 2-core machine); each finished run is written atomically to
 ``benchmarks/results/vmbpo_mujoco_runs/<env>_<method>_s<seed>_<steps>.json`` and skipped when the script is run
-again (``--force`` reruns), so the grid can be run a few hours at a time, and a benchmark stopped part-way
-loses only the runs in progress. The report lists the runs of the grid that are missing.
+again (``--force`` reruns), so the grid can be run a few hours at a time. An rlcore run stopped part-way resumes
+from its last checkpoint (every 5 % of its budget, in ``runs/bench/``) when the script is run again, its wall-clock
+time summed over its sessions; an SB3 run starts again. The report lists the runs of the grid that are missing.
 
 All methods use the same budget, the same uniformly random warm-up steps, batch 256, (256, 256) networks,
 Adam 3e-4, one update per environment step (VMBPO and MBPO: the same, plus their model; MBPO's paper uses 20,
@@ -81,13 +82,20 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
+    from rlcore.loops.run_dir import holds_run
+
     torch.set_num_threads(1)
-    # A run killed part-way leaves its run directory behind; it starts afresh (the result file is what counts).
-    shutil.rmtree(job["run_dir"], ignore_errors=True)
     env_id, method, seed, steps = job["env"], job["method"], job["seed"], job["steps"]
+    # An rlcore run killed part-way resumes from its last checkpoint (every 5 % of the budget), so that the longest
+    # runs can span working sessions; SB3 runs and --force start afresh.
+    run_dir = Path(job["run_dir"])
+    resumed = method != "sb3_sac" and not job.get("fresh") and holds_run(run_dir)
+    if not resumed:
+        shutil.rmtree(run_dir, ignore_errors=True)
     common = dict(env=env_id, total_steps=steps, seed=seed, learning_starts=job["warmup"], random_steps=job["warmup"],
-                  eval_interval=job["eval_interval"], eval_episodes=job["eval_episodes"], checkpoint_interval=steps,
-                  log_interval=1000, progress=False, run_dir=str(job["run_dir"]), torch_threads=1)
+                  eval_interval=job["eval_interval"], eval_episodes=job["eval_episodes"],
+                  checkpoint_interval=max(steps // 20, 1), log_interval=1000, progress=False, torch_threads=1,
+                  **({"resume": str(run_dir)} if resumed else {"run_dir": str(run_dir)}))
     start = time.perf_counter()
     if method == "sb3_sac":
         evaluations = _run_sb3(job)
@@ -104,9 +112,11 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
 
         variant = "model_based" if method == "vmbpo_mb" else "model_free"
         evaluations = vmbpo.train(vmbpo.VMBPOConfig(**common, variant=variant)).evaluations
-    wall = time.perf_counter() - start
+    # A resumed run's evaluations count its seconds over all its sessions (the run session's clock).
+    wall = evaluations[-1]["wall_seconds"] if resumed else time.perf_counter() - start
     record = {"env": env_id, "method": method, "seed": seed, "steps": steps, "wall_seconds": wall,
               "steps_per_second": steps / wall, "invocation": job["invocation"], "workers": job["workers"],
+              "resumed": resumed,
               "curve": [{"step": e["step"], "return_mean": e["return_mean"], "return_std": e["return_std"],
                          "q_mean": e.get("q_mean"), "wall_seconds": e["wall_seconds"]} for e in evaluations]}
     _write_atomic(run_path(env_id, method, seed, steps), json.dumps(record, indent=1))
@@ -473,6 +483,7 @@ def main() -> None:
                                  "warmup": args.warmup, "eval_interval": args.eval_interval,
                                  "eval_episodes": args.eval_episodes, "invocation": invocation,
                                  "workers": args.workers, "mbpo_updates_per_step": args.mbpo_updates_per_step,
+                                 "fresh": args.force,
                                  "run_dir": ROOT.parent / "runs" / "bench" / f"{env_id}_{method}_s{seed}_{steps}"})
         # Seed by seed, so that a benchmark stopped early still compares every method on the same seeds;
         # within a seed the longest runs first, so that the workers finish together.

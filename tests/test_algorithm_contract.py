@@ -53,12 +53,17 @@ def test_short_run_resumes_bit_for_bit_and_evaluates(name, tmp_path):
     assert [e["step"] for e in full.evaluations][-1] == total
     assert all(torch.isfinite(torch.tensor(e["returns"])).all() for e in full.evaluations)
 
-    algorithm.train(_config(name, tmp_path, "resumed", total_steps=half))
+    first_half = algorithm.train(_config(name, tmp_path, "resumed", total_steps=half))
     resumed = algorithm.train(_config(name, tmp_path, "", resume=str(tmp_path / "resumed")))
     assert_same_state(full.agent.state_dict(), resumed.agent.state_dict())
     clocks = ("wall_seconds", "train_seconds")
     strip = [{k: v for k, v in e.items() if k not in clocks} for e in full.evaluations]
     assert strip == [{k: v for k, v in e.items() if k not in clocks} for e in resumed.evaluations]
+    # The clocks go on from the checkpoint: a resumed run's evaluations count its seconds over both sessions.
+    for clock in clocks:
+        seconds = [e[clock] for e in resumed.evaluations]
+        assert seconds == sorted(seconds), clock
+        assert seconds[-1] > first_half.evaluations[-1][clock], clock
     lines = (tmp_path / "resumed" / "evaluations.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [e["step"] for e in full.evaluations]
 

@@ -148,8 +148,9 @@ class TrainResult:
     agent: Any
     run_dir: Path
     evaluations: list[dict[str, Any]]
-    """One record per evaluation: step, return_mean, return_std, returns, metrics, seeds, wall_seconds,
-    train_seconds (wall seconds less those spent in evaluations)."""
+    """One record per evaluation: step, return_mean, return_std, returns, metrics, seeds, wall_seconds (of the
+    run so far, summed over the sessions of a resumed run), train_seconds (wall seconds less those spent in
+    evaluations)."""
 
     @property
     def final_return(self) -> float:
@@ -261,7 +262,12 @@ class RunSession:
             self.evaluations = [e for e in read_evaluations(self.run_dir) if e["step"] <= self.step]
             write_evaluations(self.run_dir, self.evaluations)
         self.logger = RunLogger(self.run_dir, purge_step=self.step if self.checkpoint is not None else None)
-        self.start_time, self.start_step, self.eval_seconds = time.perf_counter(), self.step, 0.0
+        # The run's clocks continue from the checkpoint, so that a resumed run's evaluations give its seconds of
+        # training so far (the work lost after the last checkpoint is not counted); older checkpoints have none.
+        clock = (self.checkpoint or {}).get("clock", {"wall_seconds": 0.0, "eval_seconds": 0.0})
+        self.session_start, self.start_step = time.perf_counter(), self.step
+        self.start_time = self.session_start - clock["wall_seconds"]
+        self.eval_seconds = clock["eval_seconds"]
         self.bar = tqdm(total=config.total_steps, initial=self.step, disable=not config.progress, unit="step",
                         desc=f"{self.algo} {self.env_id}", dynamic_ncols=True)
         if self.checkpoint is None:
@@ -287,8 +293,8 @@ class RunSession:
         mean, std = summarize(result.returns)
         now = time.perf_counter()
         self.eval_seconds += now - started
-        # Seconds since this session started, and the part of them not spent evaluating: "time to a return"
-        # comparisons between libraries with different evaluation protocols use the latter.
+        # Seconds of the run so far (over all its sessions), and the part of them not spent evaluating: "time to
+        # a return" comparisons between libraries with different evaluation protocols use the latter.
         record = {"step": step, "return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
                   "seeds": result.seeds, "wall_seconds": now - self.start_time,
                   "train_seconds": now - self.start_time - self.eval_seconds}
@@ -305,7 +311,9 @@ class RunSession:
         """Write the checkpoint: the agent, the environments, the global RNGs and the loop's own ``state``."""
         save_checkpoint(self.run_dir / CHECKPOINT, {
             "algo": self.algo, "config": dataclasses.asdict(self.config), "step": self.step,
-            "agent": agent.state_dict(), "env": self.env.state_dict(), "rng": global_rng_state(), **state})
+            "agent": agent.state_dict(), "env": self.env.state_dict(), "rng": global_rng_state(),
+            "clock": {"wall_seconds": time.perf_counter() - self.start_time, "eval_seconds": self.eval_seconds},
+            **state})
 
     def advance(self, new_step: int, agent: Any, state: Callable[[], dict[str, Any]],
                 eval_extra: Callable[[], dict[str, float]] | None = None) -> None:
@@ -329,7 +337,7 @@ class RunSession:
         self.logger.close()
         self.env.close()
         self.eval_env.close()
-        seconds = time.perf_counter() - self.start_time
+        seconds = time.perf_counter() - self.session_start
         final = self.evaluations[-1] if self.evaluations else {}
         summary = {"algo": self.algo, "env": self.env_id, "seed": self.config.seed, "steps": self.step,
                    "final_return_mean": final.get("return_mean", math.nan),
