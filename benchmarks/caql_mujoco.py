@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -180,14 +181,14 @@ def iqm(values: list[float]) -> float:
 
 
 def summarise(runs: list[dict], randoms: dict[str, float], budget: dict) -> dict:
-    import statistics
 
     table: dict[str, dict[str, dict]] = {}
     for run in runs:
         task = run["task"]
         cell = table.setdefault(task, {}).setdefault(run["method"], {"returns": [], "wall": [], "sps": [],
-                                                                     "seeds": []})
+                                                                     "seeds": [], "eval_means": []})
         cell["returns"].append(run["final_return"])
+        cell["eval_means"].append(statistics.mean(p[1] for p in run["curve"]) if run["curve"] else float("nan"))
         cell["seeds"].append(run["seed"])
         cell["wall"].append(run["wall_seconds"])
         cell["sps"].append(run["steps_per_second"])
@@ -250,17 +251,21 @@ def write_markdown(summary: dict, path: Path) -> None:
     if summary.get("variants"):
         lines += ["", "Variants probed beside the suite (not in the aggregate or the verdicts above; "
                   "the suite's same-seed runs for comparison):", "",
-                  "| task | variant | seeds | final returns | suite's CAQL-GA, same seeds | wall s | env steps/s |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| task | variant | seeds | final returns | suite's CAQL-GA, same seeds | mean return over "
+                  "evaluations (suite's CAQL-GA) | wall s (suite's CAQL-GA) |", "|---|---|---|---|---|---|---|"]
+
+        def listed(values: list[float]) -> str:
+            return ", ".join(f"{v:.1f}" for v in values) or "-"
+
         for task, methods in summary["variants"].items():
             for method, cell in methods.items():
                 suite_ga = summary["tasks"].get(task, {}).get("caql-ga", {})
-                same = [r for s, r in zip(suite_ga.get("seeds", []), suite_ga.get("returns", []), strict=True)
-                        if s in cell["seeds"]]
-                lines.append(f"| {task} | {method} | {cell['seeds']} | "
-                             f"{', '.join(f'{r:.1f}' for r in cell['returns'])} | "
-                             f"{', '.join(f'{r:.1f}' for r in same) or '-'} | {cell['wall_seconds']:.0f} | "
-                             f"{cell['steps_per_second']:.0f} |")
+                same = [i for i, seed in enumerate(suite_ga.get("seeds", [])) if seed in cell["seeds"]]
+                suite_wall = statistics.mean(suite_ga["wall"][i] for i in same) if same else float("nan")
+                lines.append(f"| {task} | {method} | {cell['seeds']} | {listed(cell['returns'])} | "
+                             f"{listed([suite_ga['returns'][i] for i in same])} | {listed(cell['eval_means'])} "
+                             f"({listed([suite_ga['eval_means'][i] for i in same])}) | "
+                             f"{cell['wall_seconds']:.0f} ({suite_wall:.0f}) |")
     if budget["missing_runs"]:
         lines += ["", f"Not run yet ({len(budget['missing_runs'])} runs, carried over to later sessions): "
                   f"{', '.join(budget['missing_runs'])}."]
