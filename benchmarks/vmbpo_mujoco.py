@@ -213,7 +213,8 @@ def _per_run(run: dict[str, Any]) -> dict[str, Any]:
     return {"seed": run["seed"], "best_return": best, "final_return": run["curve"][-1]["return_mean"],
             "max_q_mean": max_q, "final_q_mean": qs[-1] if qs else None,
             "q_over_best_return": max_q / best if max_q is not None and best > 0 else None,
-            "ms_per_step": 1000.0 * run["wall_seconds"] / run["steps"], "invocation": run.get("invocation")}
+            "ms_per_step": 1000.0 * run["wall_seconds"] / run["steps"], "invocation": run.get("invocation"),
+            "resumed": run.get("resumed", False)}
 
 
 def _nan_reduce(reduce: Any, values: Any) -> list[float]:
@@ -360,6 +361,11 @@ def _markdown(table: dict[str, Any], settings: dict[str, Any]) -> str:
     lines.append(f"- Wall-clock cost per step comes from {len(invocations)} invocation(s) of the script, "
                  f"{settings['workers']} runs at a time; methods of one environment ran in the same invocation "
                  "unless the run records (`invocation`) say otherwise.")
+    resumed = sorted(f"{env_id} {LABELS[method]} seed {r['seed']}" for env_id, methods in table.items()
+                     for method, row in methods.items() for r in row["runs"] if r.get("resumed"))
+    if resumed:
+        lines.append(f"- Resumed from a checkpoint in a later invocation: {', '.join(resumed)}; their wall-clock "
+                     "time is summed over their invocations (the work lost after the last checkpoint not counted).")
     speed = settings.get("speed_check")
     if speed:
         rates = speed["median_steps_per_second"]
