@@ -128,10 +128,11 @@ class BranchAndBoundSolver:
         net_d, x_d = net.to(net.device, dtype), x.to(dtype)
         weights, biases = net_d.fold_fixed_inputs(x_d)
         batch, device = x.shape[0], x.device
-        search = _Search(self, net_d, x_d, aset, weights, biases, gap, margin, deadline)
         # The answer is returned in the net's dtype: Q re-evaluated there and the bound rounded up can widen a
         # gap met in the search by a few of its ulps, so a coarser output searches that much deeper.
-        search.output_ulps = 4 * torch.finfo(x.dtype).eps if torch.finfo(x.dtype).eps > torch.finfo(dtype).eps else 0.0
+        coarser = torch.finfo(x.dtype).eps > torch.finfo(dtype).eps
+        search = _Search(self, net_d, x_d, aset, weights, biases, gap, margin, deadline,
+                         output_ulps=4 * torch.finfo(x.dtype).eps if coarser else 0.0)
 
         ga = GradientAscentSolver(num_starts=self.ga_starts, iterations=self.ga_iterations, seed=self.seed)
         inc_a, inc_v = ga.ascend(net_d, x_d, aset, None if warm is None else warm.to(dtype), deadline=deadline)
@@ -231,10 +232,10 @@ class _Search:
 
     def __init__(self, options: BranchAndBoundSolver, net: ReLUNet, x: torch.Tensor, aset: ActionSet,
                  weights: list[torch.Tensor], biases: list[torch.Tensor], gap: float, margin: float,
-                 deadline: Deadline | None = None) -> None:
+                 deadline: Deadline | None = None, output_ulps: float = 0.0) -> None:
         self.options, self.net, self.x, self.aset = options, net, x, aset
         self.weights, self.biases, self.gap, self.margin = weights, biases, gap, margin
-        self.output_ulps = 0.0
+        self.output_ulps = output_ulps  # relative rounding allowance of the returned dtype (see _gap)
         self.deadline = deadline or Deadline(None)
         widest = max(w.shape[0] for w in weights[:-1])
         self.slopes_allowed = options.slope_steps > 0 and (options.slope_max_width is None
