@@ -68,12 +68,32 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def one_thread() -> None:
-    """Hold this process, and the processes it starts, to one thread (pool initializer and start of a Ray task)."""
+    """Hold this process, and the processes it starts, to one thread (pool workers, through worker_start, and Ray
+    tasks)."""
     os.environ.update(ONE_THREAD)
     if importlib.util.find_spec("torch") is not None:
         import torch
 
         torch.set_num_threads(1)
+
+
+def worker_start() -> None:
+    """Pool initializer: one thread (:func:`one_thread`), and an end with the script that started the pool.
+
+    ``kill <script>`` stops the script, not its pool: an orphaned worker would train on, beside the same run started
+    again (the rlcore runs lock their run directory, other work does not), so each worker exits once its parent
+    is gone."""
+    import threading
+
+    one_thread()
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)  # a run's files are written atomically, so stopping it anywhere loses only its current part
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def save_result(path: Path, text: str) -> None:
@@ -124,7 +144,7 @@ def run_grid(function: Callable[[Job], Result], jobs: Sequence[Job], *, workers:
         return results
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(workers, initializer=one_thread,
+    with mp.get_context("spawn").Pool(workers, initializer=worker_start,
                                       maxtasksperchild=1 if fresh_process_per_job else None) as pool:
         for result in pool.imap_unordered(function, jobs):
             results.append(result)

@@ -22,7 +22,7 @@ import tyro
 from rlcore import algos
 from rlcore.loops.checkpoint import load_latest_checkpoint
 from rlcore.loops.evaluation import evaluate_episodes, summarize
-from rlcore.loops.run_dir import config_from_dict, load_config, load_run_record
+from rlcore.loops.run_dir import RunDirInUse, config_from_dict, load_config, load_run_record
 from rlcore.loops.session import EnvSource, is_env, make_env
 
 USAGE = __doc__ or ""
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if command in commands:
         try:
             return commands[command](rest)
-        except (ValueError, FileNotFoundError) as error:
+        except (ValueError, FileNotFoundError, RunDirInUse) as error:
             print(f"rlcore {command}: error: {error}", file=sys.stderr)
             return 2
     if command == "solvers":

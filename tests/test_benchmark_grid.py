@@ -124,3 +124,42 @@ def test_every_benchmark_script_takes_the_executor_options(help_runs):
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 0, f"{name} --help failed:\n{output[-2000:]}"
         assert "--executor" in output and "--ray-address" in output, f"{name} --help lacks the executor options"
+
+
+def test_pool_workers_end_with_the_script_that_started_them(tmp_path):
+    import signal
+    import time
+
+    script = tmp_path / "grid_script.py"
+    script.write_text(f"""import os, sys, time
+sys.path.insert(0, {str(BENCHMARKS)!r})
+import _grid
+
+def sleeper(path):
+    with open(path, "w") as handle:
+        handle.write(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    _grid.run_grid(sleeper, [sys.argv[1]], workers=1)
+""")
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)  # as `kill -9 <script>`: nothing in the script gets to clean up
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return not Path(f"/proc/{pid}/stat").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+    deadline = time.monotonic() + 15
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(worker), "the pool's worker outlived the script that started it"

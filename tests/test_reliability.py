@@ -4,6 +4,7 @@ seeded Python `random`, one definition of the reported spread, solver options fr
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -133,3 +134,42 @@ def test_solver_options_take_ints_floats_strings_and_bools(tmp_path):
     with pytest.raises(ValueError, match=r"solver 'ga' takes no time_limit; solver_time_limit applies to .*bnb"):
         train(CAQLConfig(**SMALL, solver="ga", solver_time_limit=1.0, run_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path):
+    from rlcore.loops.run_dir import RunDirInUse, RunDirLock
+
+    run = tmp_path / "run"
+    train(CAQLConfig(**{**SMALL, "total_steps": 150}, run_dir=str(run)))
+    before = snapshot(run)
+    other = RunDirLock(run)  # another training process, as flock sees it: a separate open file
+    other.acquire()
+    try:
+        with pytest.raises(RunDirInUse, match=rf"{run} is in use by another training process \(pid {os.getpid()}\)"):
+            train(CAQLConfig(**SMALL, resume=str(run)))
+        done = subprocess.run([sys.executable, "-m", "rlcore.cli", "train", "caql", "--resume", str(run),
+                               "--no-progress"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "is in use by another training process" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert snapshot(run) == before
+    finally:
+        other.release()
+    assert train(CAQLConfig(**SMALL, resume=str(run))).evaluations[-1]["step"] == SMALL["total_steps"]
+
+
+def test_a_run_that_raised_leaves_its_directory_free_to_resume(tmp_path, monkeypatch):
+    from rlcore.loops.session import RunSession
+
+    advance = RunSession.advance
+
+    def failing(self, new_step, *args, **kwargs):
+        if new_step > 200:
+            raise RuntimeError("simulated failure")
+        return advance(self, new_step, *args, **kwargs)
+
+    monkeypatch.setattr(RunSession, "advance", failing)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        train(CAQLConfig(**SMALL, run_dir=str(tmp_path / "run")))
+    monkeypatch.setattr(RunSession, "advance", advance)
+    resumed = train(CAQLConfig(**SMALL, resume=str(tmp_path / "run")))  # in this process: not "in use"
+    assert resumed.evaluations[-1]["step"] == SMALL["total_steps"]

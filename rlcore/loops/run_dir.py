@@ -8,6 +8,7 @@ Layout of ``runs/<algo>-<env>-s<seed>-<time>/``::
     checkpoint.pt        the latest checkpoint (networks, optimisers, replay, RNG states, env state)
     checkpoint.prev.pt   the one before it, the fallback when the latest is damaged
     summary.json         written at the end: final evaluation, wall time, steps per second
+    .lock                held by the process that trains in the directory (see :class:`RunDirLock`)
 
 A directory that holds any of ``config.json``, a checkpoint or ``evaluations.jsonl`` holds a run: a new run
 refuses it (:func:`check_new_run_dir`), so nothing of an earlier run is overwritten or appended to.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import typing
 from pathlib import Path
@@ -81,6 +83,58 @@ def check_new_run_dir(path: str | Path) -> None:
     if holds_run(path):
         raise ValueError(f"{path} already holds a run; continue it with `--resume {path}`, or give a new "
                          "--run-dir (or none, for a fresh directory under --log-root). Nothing was changed.")
+
+
+class RunDirInUse(RuntimeError):
+    """Another process is training in the run directory."""
+
+
+class RunDirLock:
+    """An exclusive lock on a run directory while a process trains in it.
+
+    Two processes training in one directory (a resumed run started again while an orphaned worker still runs
+    it, say) would overwrite each other's checkpoints and interleave their evaluations. The lock is an
+    ``flock`` on ``<run_dir>/.lock``, which the operating system releases when its process ends, however it
+    ends, so a crashed run leaves no stale lock; the file itself stays. Where ``fcntl`` does not exist
+    (Windows) the lock does nothing.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._handle: Any = None
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def acquire(self) -> None:
+        """Take the lock (the directory must exist), or raise :class:`RunDirInUse` naming the holder."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        if self.held:
+            return
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the session
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunDirInUse(f"{self.path.parent} is in use by another training process (pid {holder}); let it "
+                              "finish or stop it, then resume. Two processes in one run directory would overwrite "
+                              "each other's checkpoints.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file releases the flock
+            self._handle = None
 
 
 def new_run_dir_path(root: str | Path, algo: str, env_id: str, seed: int) -> Path:

@@ -37,6 +37,8 @@ from rlcore.loops.checkpoint import (
 )
 from rlcore.loops.evaluation import evaluate_episodes, summarize
 from rlcore.loops.run_dir import (
+    RunDirInUse,
+    RunDirLock,
     RunLogger,
     check_new_run_dir,
     holds_run,
@@ -214,6 +216,7 @@ class RunSession:
             self.run_dir = (Path(config.run_dir) if config.run_dir
                             else new_run_dir_path(config.log_root, algo, label, config.seed))
             check_new_run_dir(self.run_dir)
+        self.lock = RunDirLock(self.run_dir)  # a new run's in start(), once its directory exists
         seed_everything(config.seed)
         self.env_from_config = env is None
         self.env, self.eval_env = self._build_envs(env, eval_env)
@@ -222,6 +225,12 @@ class RunSession:
         self.evaluations: list[dict[str, Any]] = []
         self.logger: RunLogger | None = None
         self.bar: tqdm | None = None
+        if config.resume:
+            try:
+                self.lock.acquire()
+            except RunDirInUse:
+                self.close()
+                raise
 
     def _build_envs(self, env: EnvSource | None, eval_env: EnvSource | None) -> tuple[envs.BatchedEnv, envs.BatchedEnv]:
         config = self.config
@@ -256,6 +265,7 @@ class RunSession:
         None for a new run."""
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
         save_config(self.run_dir, self.algo, config, extra=self._env_record())
         if self.checkpoint is not None:
             # Evaluations after the checkpoint's step are written again by the resumed run.
@@ -345,12 +355,14 @@ class RunSession:
                    "steps_per_second_this_session": (self.step - self.start_step) / max(seconds, 1e-9),
                    **(extra_summary or {})}
         save_summary(self.run_dir, summary)
+        self.lock.release()
         return TrainResult(agent=agent, run_dir=self.run_dir, evaluations=self.evaluations)
 
     def close(self) -> None:
         """Release the environments of a session that did not start (its agent could not be built)."""
         self.env.close()
         self.eval_env.close()
+        self.lock.release()
 
 
 def distributed_env_factory(env: EnvSource | None) -> EnvFactory | None:
@@ -388,5 +400,8 @@ def run_session(algo: str, config: RunConfig, make_agent: Callable[[Any, envs.Ba
     except Exception:
         session.close()
         raise
-    with validate_args(False):
-        return loop(session, config, agent)
+    try:
+        with validate_args(False):
+            return loop(session, config, agent)
+    finally:  # a loop that raised must not keep the run directory locked in this process
+        session.lock.release()
