@@ -358,6 +358,16 @@ def test_ppo_fan_out_resumes_bit_for_bit_from_its_checkpoint(cat, tmp_path):
         retrieval.train_fanout(cat, config, run_dir=tmp_path)
     with pytest.raises(ValueError, match="its learning_rate is"):
         retrieval.train_fanout(cat, dataclasses.replace(config, learning_rate=1e-2), run_dir=tmp_path, resume=True)
+    from rlcore.loops.run_dir import RunDirInUse, RunDirLock
+
+    other = RunDirLock(tmp_path)  # another process training in the directory, as flock sees it
+    other.acquire()
+    with pytest.raises(RunDirInUse, match="in use by another training process"):
+        retrieval.train_fanout(cat, config, run_dir=tmp_path, resume=True)
+    other.release()
+    with pytest.raises(ValueError, match="checkpoint_every must be"):  # refused: the new directory is not left
+        retrieval.train_fanout(cat, config, run_dir=tmp_path / "new", checkpoint_every=0)
+    assert not (tmp_path / "new").exists()
     resumed = retrieval.train_fanout(cat, config, run_dir=tmp_path, resume=True)
     assert resumed.history == whole.history
     for (name, a), b in zip(whole.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True):

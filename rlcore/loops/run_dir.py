@@ -16,11 +16,13 @@ refuses it (:func:`check_new_run_dir`), so nothing of an earlier run is overwrit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +137,29 @@ class RunDirLock:
         if self._handle is not None:
             self._handle.close()  # closing the file releases the flock
             self._handle = None
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | Path | None) -> Iterator[None]:
+    """Hold :class:`RunDirLock` on ``run_dir`` (created if missing) for the block; ``None``: no lock.
+
+    A directory that the block created and left holding nothing but the lock file is removed again, so a call
+    refused for bad input leaves nothing on disk."""
+    if run_dir is None:
+        yield
+        return
+    path = Path(run_dir)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    lock = RunDirLock(path)
+    try:
+        lock.acquire()
+        yield
+    finally:
+        lock.release()
+        if created and {child.name for child in path.iterdir()} <= {lock.path.name}:
+            lock.path.unlink(missing_ok=True)
+            path.rmdir()
 
 
 def new_run_dir_path(root: str | Path, algo: str, env_id: str, seed: int) -> Path:
