@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
+
+T = TypeVar("T")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -160,6 +164,19 @@ def run_dir_lock(run_dir: str | Path | None) -> Iterator[None]:
         if created and {child.name for child in path.iterdir()} <= {lock.path.name}:
             lock.path.unlink(missing_ok=True)
             path.rmdir()
+
+
+def locks_run_dir(function: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a training function with a ``run_dir`` argument: the directory is locked while it runs
+    (:func:`run_dir_lock`; ``run_dir=None``: no lock)."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def locked(*args: Any, **kwargs: Any) -> T:
+        with run_dir_lock(signature.bind(*args, **kwargs).arguments.get("run_dir")):
+            return function(*args, **kwargs)
+
+    return locked
 
 
 def new_run_dir_path(root: str | Path, algo: str, env_id: str, seed: int) -> Path:

@@ -82,7 +82,7 @@ from rlcore.adapters.diffusion.sampling import Trajectory, predict_noise, rollou
 from rlcore.adapters.diffusion.steps import GaussianSteps
 from rlcore.adapters.diffusion.trainable import make_trainable
 from rlcore.loops.checkpoint import CHECKPOINT, load_latest_checkpoint, save_checkpoint
-from rlcore.loops.run_dir import run_dir_lock
+from rlcore.loops.run_dir import locks_run_dir
 from rlcore.networks.embeddings import timestep_embedding
 from rlcore.objectives import clipped_pg_loss, normalize_advantages, rwr_weights, value_loss
 
@@ -489,6 +489,7 @@ class _Logger:
             self.writer.close()
 
 
+@locks_run_dir  # one process at a time in a run directory
 def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Tensor],
              method: str = "dpok", kl_weight: float = 0.1, steps: int = 300, seed: int = 0,
              config: FinetuneConfig | None = None, sample_shape: tuple[int, ...] = (2,),
@@ -534,27 +535,6 @@ def finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Te
         resume: continue from ``run_dir``'s checkpoint: the run then ends bit for bit as if it had not
             stopped (tested). The settings must be the checkpoint's (``steps`` may grow).
     """
-    if resume and run_dir is None:
-        raise ValueError("resume=True continues the checkpoint in run_dir; give run_dir.")
-    if run_dir is not None and not resume and (Path(run_dir) / CHECKPOINT).exists():
-        raise ValueError(f"{run_dir} already holds a fine-tuning checkpoint; continue it with resume=True or give "
-                         "another run_dir. Nothing was changed.")
-    with run_dir_lock(run_dir):  # one process at a time in a run directory
-        return _finetune(model, scheduler, reward_fn, method, kl_weight, steps, seed, config, sample_shape,
-                         progress, held_out_reward, conditions=conditions, region=region, log_dir=log_dir,
-                         run_dir=run_dir, resume=resume)
-
-
-def _finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.Tensor],
-              method: str = "dpok", kl_weight: float = 0.1, steps: int = 300, seed: int = 0,
-              config: FinetuneConfig | None = None, sample_shape: tuple[int, ...] = (2,),
-              progress: bool = False,
-              held_out_reward: Callable[..., torch.Tensor] | None = None, *,
-              conditions: torch.Tensor | None = None,
-              region: Callable[..., torch.Tensor] | None = None,
-              log_dir: str | Path | None = None,
-              run_dir: str | Path | None = None, resume: bool = False) -> FinetuneResult:
-    """:func:`finetune`, its run directory locked."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}.")
     if not kl_weight >= 0 or (method == "rwr" and not kl_weight > 0):
@@ -587,9 +567,14 @@ def _finetune(model: nn.Module, scheduler: Any, reward_fn: Callable[..., torch.T
         raise ValueError(f"kl_reference_samples must be >= {2 * KNN_NEIGHBOURS} (the k-NN KL estimate's "
                          f"k = {KNN_NEIGHBOURS} neighbours, with room), got {c.kl_reference_samples}.")
     beta = float(kl_weight)
+    if resume and run_dir is None:
+        raise ValueError("resume=True continues the checkpoint in run_dir; give run_dir.")
     settings = {"method": method, "kl_weight": float(kl_weight), "seed": int(seed), "config": asdict(c),
                 "sample_shape": list(sample_shape), "region": region is not None,
                 "conditions": None if conditions is None else conditions.tolist()}
+    if run_dir is not None and not resume and (Path(run_dir) / CHECKPOINT).exists():
+        raise ValueError(f"{run_dir} already holds a fine-tuning checkpoint; continue it with resume=True or give "
+                         "another run_dir. Nothing was changed.")
     saved = _load_state(run_dir, settings) if resume else None
     start = time.perf_counter()
     reference = copy.deepcopy(model).eval().requires_grad_(False)

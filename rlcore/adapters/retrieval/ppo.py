@@ -39,7 +39,7 @@ from rlcore.adapters.retrieval.catalogue import Catalogue
 from rlcore.adapters.retrieval.env import FanOutRetrievalEnv, fanout_observation, unit
 from rlcore.adapters.retrieval.rewards import SetRewardConfig
 from rlcore.loops.checkpoint import CHECKPOINT, load_latest_checkpoint, save_checkpoint
-from rlcore.loops.run_dir import run_dir_lock
+from rlcore.loops.run_dir import locks_run_dir
 from rlcore.networks.distributions import DiagGaussian
 from rlcore.objectives import clipped_pg_loss, discounted_returns, normalize_advantages, value_loss
 
@@ -175,6 +175,7 @@ def _save(run_dir: Path, config: FanOutPPOConfig, iteration: int, policy: FanOut
                                            "rng": {"generator": generator.get_state()}})
 
 
+@locks_run_dir  # one process at a time in a run directory
 def train_fanout(catalogue: Catalogue, config: FanOutPPOConfig | None = None, *, run_dir: str | Path | None = None,
                  resume: bool = False, checkpoint_every: int = 25, progress: bool = False) -> FanOutTrainResult:
     """Train a :class:`FanOutPolicy` by PPO on the catalogue's train intents (see the module docstring).
@@ -190,17 +191,12 @@ def train_fanout(catalogue: Catalogue, config: FanOutPPOConfig | None = None, *,
         checkpoint_every: iterations between checkpoints.
         progress: show a progress bar.
     """
+    c = config or FanOutPPOConfig()
     if resume and run_dir is None:
         raise ValueError("resume=True continues the checkpoint in run_dir; give run_dir.")
     if run_dir is not None and not resume and (Path(run_dir) / CHECKPOINT).exists():
         raise ValueError(f"{run_dir} already holds a fan-out checkpoint; continue it with resume=True or give "
                          "another run_dir. Nothing was changed.")
-    with run_dir_lock(run_dir):  # one process at a time in a run directory
-        return _train_fanout(catalogue, config or FanOutPPOConfig(), run_dir, resume, checkpoint_every, progress)
-
-
-def _train_fanout(catalogue: Catalogue, c: FanOutPPOConfig, run_dir: str | Path | None, resume: bool,
-                  checkpoint_every: int, progress: bool) -> FanOutTrainResult:
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}.")
     if c.iterations < 1 or c.epochs < 1 or c.num_envs < 1:
