@@ -86,6 +86,8 @@ def run_one(spec: dict) -> dict:
     action_set = env_config.make_action_set()
     eval_env = envs.make(env_id, num_envs=spec["eval_episodes"], action_set=action_set)
     eval_seed = 1_000_003 + seed
+    location = _run_location(spec["run_dir"])
+    resumed = not method.startswith("sb3-") and "resume" in location  # SB3 runs keep no checkpoint: they restart
     start = time.perf_counter()
     curve: list[tuple[int, float, float]] = []
     if method.startswith("caql-"):
@@ -97,7 +99,7 @@ def run_one(spec: dict) -> dict:
         config = CAQLConfig(env=env_config, solver=("pwl1d" if one_dimensional else "bnb") if exact else "ga",
                             total_steps=steps, eval_interval=eval_interval, eval_episodes=spec["eval_episodes"],
                             seed=seed, checkpoint_interval=max(steps // 20, 1), progress=False,
-                            **_run_location(spec["run_dir"]), **options)
+                            **location, **options)
         result = train(config)
         for record in result.evaluations:
             curve.append((record["step"], record["return_mean"], record["return_std"]))
@@ -110,7 +112,7 @@ def run_one(spec: dict) -> dict:
         result = train_sac(SACConfig(env=env_config, total_steps=steps, eval_interval=eval_interval,
                                      eval_episodes=spec["eval_episodes"], seed=seed,
                                      checkpoint_interval=max(steps // 20, 1), progress=False,
-                                     **_run_location(spec["run_dir"])))
+                                     **location))
         curve = [(r["step"], r["return_mean"], r["return_std"]) for r in result.evaluations]
         extra = {}
     else:
@@ -136,10 +138,11 @@ def run_one(spec: dict) -> dict:
         model = algorithm("MlpPolicy", train_env, seed=seed, verbose=0, device="cpu")
         model.learn(total_timesteps=steps, callback=Evaluate())
         extra = {}
-    seconds = time.perf_counter() - start
+    # A resumed rlcore run's evaluations count its seconds over all its sessions (the run session's clock).
+    seconds = result.evaluations[-1]["wall_seconds"] if resumed else time.perf_counter() - start
     eval_env.close()
     return {**spec, "curve": curve, "final_return": curve[-1][1] if curve else float("nan"),
-            "wall_seconds": seconds, "steps_per_second": steps / seconds, **extra}
+            "wall_seconds": seconds, "steps_per_second": steps / seconds, "resumed": resumed, **extra}
 
 
 def _action_dim(env_id: str) -> int:
@@ -181,7 +184,6 @@ def iqm(values: list[float]) -> float:
 
 
 def summarise(runs: list[dict], randoms: dict[str, float], budget: dict) -> dict:
-
     table: dict[str, dict[str, dict]] = {}
     for run in runs:
         task = run["task"]
@@ -369,7 +371,8 @@ def main() -> None:
                                      pendulum_steps, args.eval_episodes, cache)
                 if (cache / f"{s['key']}.json").exists()]
     runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in report_specs if s["key"] not in missing]
-    tasks = list(dict.fromkeys(s["task"] for s in report_specs if any(r["task"] == s["task"] for r in runs)))
+    variant_runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in variants]
+    tasks = list(dict.fromkeys(r["task"] for r in runs + variant_runs))  # a variant's task may have no suite run yet
     randoms = {task: random_return(*parse_task(task), args.eval_episodes) for task in tasks}
     command = "python benchmarks/caql_mujoco.py" + (" --quick" if args.quick else "")
     budget = {"machine": "2-core x86_64 CPU, no GPU, one torch thread per run, runs in parallel processes",
@@ -378,7 +381,6 @@ def main() -> None:
               "command": command.strip(),
               "suite_wall_seconds": time.perf_counter() - started, "missing_runs": missing}
     summary = summarise(runs, randoms, budget)
-    variant_runs = [json.loads((cache / f"{s['key']}.json").read_text()) for s in variants]
     summary["variants"] = summarise(variant_runs, randoms, budget)["tasks"] if variant_runs else {}
     summary["figures"] = plot(runs, args.out, name)
     (args.out / f"{name}.json").write_text(json.dumps({**summary, "runs": runs + variant_runs}, indent=1))

@@ -321,7 +321,9 @@ class _Search:
         return ~torch.isnan(self.final)
 
     def _gap(self, incumbent: torch.Tensor) -> torch.Tensor:
-        """The gap searched for near ``incumbent``: the requested one less the output's rounding allowance."""
+        """The gap searched for near ``incumbent``: the requested one less the output's rounding allowance, plus
+        an allowance for the search's own rounding, which only matters for gap=0 (there a box's exact bound and
+        Q at its vertex can differ in the last bits)."""
         scale = 1 + incumbent.abs()
         return (self.gap - self.output_ulps * scale).clamp_min(0) + 1e-12 * scale
 
@@ -329,8 +331,6 @@ class _Search:
         """Prune boxes within the gap, freeze finished samples, drop their boxes; returns ``finished``."""
         boxes = self.boxes
         incumbent = self.inc_v[boxes.idx]
-        # The rounding allowance only matters for gap=0, where a box's exact bound and Q at its vertex
-        # can differ in the last bits.
         prunable = boxes.ub <= incumbent + self._gap(incumbent)
         if bool(prunable.any()):
             self.pruned.scatter_reduce_(0, boxes.idx[prunable], boxes.ub[prunable], "amax")
