@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -106,6 +107,19 @@ def save_result(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def run_location(run_dir: str | Path, *, resumable: bool = True) -> dict[str, str]:
+    """Where an rlcore run trains: ``{"resume": run_dir}`` when an earlier, interrupted invocation checkpointed it
+    there (so the longest runs can span working sessions), else ``{"run_dir": run_dir}``, cleared of whatever a run
+    that never checkpointed left. ``resumable=False`` (SB3 runs, ``--force``) always starts afresh."""
+    from rlcore.loops.run_dir import holds_run
+
+    run_dir = Path(run_dir)
+    if resumable and holds_run(run_dir):
+        return {"resume": str(run_dir)}
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {"run_dir": str(run_dir)}
 
 
 def run_grid(function: Callable[[Job], Result], jobs: Sequence[Job], *, workers: int, executor: str = "process",

@@ -38,7 +38,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _grid import add_executor_arguments, run_grid, save_result
+from _grid import add_executor_arguments, run_grid, run_location, save_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,8 +86,8 @@ def run_one(spec: dict) -> dict:
     action_set = env_config.make_action_set()
     eval_env = envs.make(env_id, num_envs=spec["eval_episodes"], action_set=action_set)
     eval_seed = 1_000_003 + seed
-    location = _run_location(spec["run_dir"])
-    resumed = not method.startswith("sb3-") and "resume" in location  # SB3 runs keep no checkpoint: they restart
+    location = run_location(spec["run_dir"], resumable=not method.startswith("sb3-"))  # SB3 keeps no checkpoint
+    resumed = "resume" in location
     start = time.perf_counter()
     curve: list[tuple[int, float, float]] = []
     if method.startswith("caql-"):
@@ -153,13 +153,6 @@ def _action_dim(env_id: str) -> int:
         return int(env.action_space.shape[0])
     finally:
         env.close()
-
-
-def _run_location(run_dir: str) -> dict[str, str]:
-    """Resume a run that an earlier, interrupted invocation checkpointed; otherwise start it in ``run_dir``."""
-    from rlcore.loops.run_dir import holds_run
-
-    return {"resume": run_dir} if holds_run(Path(run_dir)) else {"run_dir": run_dir}
 
 
 def random_return(env_id: str, bound: float, set_kind: str, episodes: int) -> float:

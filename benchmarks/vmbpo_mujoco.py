@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _grid import add_executor_arguments, run_grid, save_result
+from _grid import add_executor_arguments, run_grid, run_location, save_result
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("VMBPO_BENCH_RESULTS", ROOT / "results"))
@@ -78,24 +78,18 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     """One (env, method, seed) run in this process; returns and stores its record."""
-    import shutil
-
     import torch
-
-    from rlcore.loops.run_dir import holds_run
 
     torch.set_num_threads(1)
     env_id, method, seed, steps = job["env"], job["method"], job["seed"], job["steps"]
     # An rlcore run killed part-way resumes from its last checkpoint (every 5 % of the budget), so that the longest
     # runs can span working sessions; SB3 runs and --force start afresh.
-    run_dir = Path(job["run_dir"])
-    resumed = method != "sb3_sac" and not job.get("fresh") and holds_run(run_dir)
-    if not resumed:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    location = run_location(job["run_dir"], resumable=method != "sb3_sac" and not job.get("fresh"))
+    resumed = "resume" in location
     common = dict(env=env_id, total_steps=steps, seed=seed, learning_starts=job["warmup"], random_steps=job["warmup"],
                   eval_interval=job["eval_interval"], eval_episodes=job["eval_episodes"],
                   checkpoint_interval=max(steps // 20, 1), log_interval=1000, progress=False, torch_threads=1,
-                  **({"resume": str(run_dir)} if resumed else {"run_dir": str(run_dir)}))
+                  **location)
     start = time.perf_counter()
     if method == "sb3_sac":
         evaluations = _run_sb3(job)

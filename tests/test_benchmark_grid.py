@@ -163,3 +163,19 @@ if __name__ == "__main__":
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(worker), "the pool's worker outlived the script that started it"
+
+
+def test_run_location_resumes_a_checkpointed_run_and_clears_anything_else(tmp_path):
+    checkpointed, stale = tmp_path / "checkpointed", tmp_path / "stale"
+    checkpointed.mkdir()
+    (checkpointed / "checkpoint.pt").write_bytes(b"\0")
+    stale.mkdir()
+    (stale / "events.out").write_text("a run that never checkpointed")
+
+    assert _grid.run_location(checkpointed) == {"resume": str(checkpointed)}
+    assert (checkpointed / "checkpoint.pt").exists()
+    assert _grid.run_location(stale) == {"run_dir": str(stale)}
+    assert not stale.exists()
+    # A run that cannot resume (SB3, --force) starts afresh even where a checkpoint is.
+    assert _grid.run_location(checkpointed, resumable=False) == {"run_dir": str(checkpointed)}
+    assert not checkpointed.exists()
