@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -30,32 +31,21 @@ SLATE_RUN_ALGOS = ("slateq", "slate-ppo")
 """Algorithm names of slate-adapter runs (kept here so that ``rlcore eval`` need not import the adapter)."""
 DIALOGUE_RUN_ALGOS = ("dialogue-ppo", "dialogue-q")
 """Algorithm names of dialogue-adapter runs."""
+ADAPTER_CLIS = {name: f"rlcore.adapters.{name}.cli" for name in ("slate", "dialogue", "diffusion", "retrieval")}
+"""``rlcore train NAME`` for an adapter: the module whose ``train_main`` takes the rest of the command line."""
 
 
 def train_main(argv: list[str]) -> int:
     name = "caql"
     if argv and not argv[0].startswith("-"):
         name, argv = argv[0], argv[1:]
-    if name == "slate":  # the slate adapter has its own algorithms and configs (rlcore.adapters.slate.cli)
-        from rlcore.adapters.slate.cli import train_main as slate_train_main
-
-        return slate_train_main(argv)
-    if name == "dialogue":  # so has the dialogue adapter (rlcore.adapters.dialogue.cli)
-        from rlcore.adapters.dialogue.cli import train_main as dialogue_train_main
-
-        return dialogue_train_main(argv)
-    if name == "diffusion":  # and the diffusion adapter (rlcore.adapters.diffusion.cli)
-        from rlcore.adapters.diffusion.cli import train_main as diffusion_train_main
-
-        return diffusion_train_main(argv)
-    if name == "retrieval":  # and the retrieval adapter (rlcore.adapters.retrieval.cli)
-        from rlcore.adapters.retrieval.cli import train_main as retrieval_train_main
-
-        return retrieval_train_main(argv)
+    if name in ADAPTER_CLIS:  # each adapter has its own algorithms, configs and command line
+        return importlib.import_module(ADAPTER_CLIS[name]).train_main(argv)
     try:
         algorithm = algos.get(name)
-    except ValueError as error:
-        print(f"rlcore train: {error}", file=sys.stderr)
+    except ValueError:
+        print(f"rlcore train: unknown algorithm {name!r}; available: {', '.join(sorted(algos.ALGORITHMS))}, and "
+              f"the adapters' {', '.join(ADAPTER_CLIS)} (`rlcore --help` says what each trains).", file=sys.stderr)
         return 2
     default = algorithm.config_cls()
     resume = _resume_dir(argv)

@@ -45,6 +45,7 @@ def test_train_eval_and_resume_from_the_command_line(tmp_path):
 def test_clear_errors_from_the_command_line(tmp_path):
     unknown = rlcore("train", "nosuchalgo", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown algorithm 'nosuchalgo'" in unknown.stderr
+    assert all(name in unknown.stderr for name in ("caql", "vmbpo", "slate", "dialogue", "diffusion", "retrieval"))
     bad_env = rlcore("train", "caql", "--env", "NoSuchEnv-v0", *TINY, cwd=tmp_path)
     assert bad_env.returncode != 0 and "unknown or unavailable environment id 'NoSuchEnv-v0'" in bad_env.stderr
     missing = rlcore("eval", str(tmp_path / "nowhere"), cwd=tmp_path)
