@@ -191,6 +191,7 @@ def summarise(runs: list[dict], randoms: dict[str, float], budget: dict) -> dict
             cell.setdefault("avoided", []).append(run["maxq_fraction_avoided"])
     normalised: dict[str, list[float]] = {}
     complete = max((len(methods) for methods in table.values()), default=0)
+    aggregated = [task for task, methods in table.items() if len(methods) == complete]
     for task, methods in table.items():
         best = max(statistics.mean(c["returns"]) for c in methods.values())
         for method, cell in methods.items():
@@ -204,7 +205,7 @@ def summarise(runs: list[dict], randoms: dict[str, float], budget: dict) -> dict
                 continue
             normalised.setdefault(method, []).extend(
                 (r - randoms[task]) / span if span > 1e-9 else 0.0 for r in cell["returns"])
-    return {"budget": budget, "random_returns": randoms, "tasks": table,
+    return {"budget": budget, "random_returns": randoms, "tasks": table, "aggregated_tasks": aggregated,
             "normalised_iqm": {m: iqm(v) for m, v in normalised.items()}}
 
 
@@ -228,9 +229,13 @@ def write_markdown(summary: dict, path: Path) -> None:
             avoided = f"{100 * sum(cell['avoided']) / len(cell['avoided']):.0f}%" if "avoided" in cell else ""
             lines.append(f"| {task} | {method} | {mark}{cell['return_mean']:.1f} ± {cell['return_std']:.1f}{mark} | "
                          f"{cell['wall_seconds']:.0f} | {cell['steps_per_second']:.0f} | {avoided} |")
+    aggregated = summary.get("aggregated_tasks", list(summary["tasks"]))
+    waiting = [task for task in summary["tasks"] if task not in aggregated]
+    scope = f"over {', '.join(aggregated)}" + (f" (not yet {', '.join(waiting)}, where some methods have not run)"
+                                                 if waiting else "")
     lines += ["", "Interquartile mean over tasks and seeds of the normalised return "
-              "(R - R_random) / (R_best method - R_random), 1 = the best method's mean on every task:", "",
-              "| method | normalised IQM |", "|---|---|"]
+              "(R - R_random) / (R_best method - R_random), 1 = the best method's mean on every task; every method "
+              f"{scope}:", "", "| method | normalised IQM |", "|---|---|"]
     for method, value in sorted(summary["normalised_iqm"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {method} | {value:.2f} |")
     lines += ["", "Task by task: is CAQL (either variant) ahead of both SB3 SAC and SB3 TD3?", ""]

@@ -6,7 +6,7 @@
     rlcore train dialogue [ppo|q] [...]       train a dialogue manager (rlcore.adapters.dialogue; --resume too)
     rlcore train diffusion [...]              fine-tune a test bed's diffusion model (rlcore.adapters.diffusion)
     rlcore train retrieval [...]              R4T fan-out retrieval on a catalogue (rlcore.adapters.retrieval)
-    rlcore eval RUN_DIR [--episodes 10]       evaluate the saved agent of a run (on its evaluation seeds)
+    rlcore eval RUN_DIR [--episodes N]        evaluate the saved agent of a run (its evaluation seeds and size)
     rlcore solvers                            list the registered max-Q solvers
 """
 
@@ -24,7 +24,7 @@ from rlcore import algos
 from rlcore.loops.checkpoint import load_latest_checkpoint
 from rlcore.loops.evaluation import evaluate_episodes, summarize
 from rlcore.loops.run_dir import RunDirInUse, config_from_dict, load_config, load_run_record
-from rlcore.loops.session import EnvSource, is_env, make_env
+from rlcore.loops.session import EnvSource, check_device, is_env, make_env
 
 USAGE = __doc__ or ""
 SLATE_RUN_ALGOS = ("slateq", "slate-ppo")
@@ -80,8 +80,8 @@ def eval_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rlcore eval", description="Evaluate the saved agent of a run directory.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--episodes", type=int, default=None,
-                        help="episodes (deterministic policy); default 10, for a slate or dialogue run its "
-                             "eval_episodes users")
+                        help="episodes (deterministic policy); default: the run's own eval_episodes (users, "
+                             "for a slate or dialogue run), so that its last evaluation is reproduced")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the first evaluation episode (default: the run's own evaluation seed, so "
                              "the run's last evaluation is reproduced)")
@@ -101,8 +101,8 @@ def eval_main(argv: list[str]) -> int:
 
 def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | None = None, device: str = "cpu",
                  env: EnvSource | None = None) -> dict:
-    """Evaluate a run's saved agent (its newest checkpoint that loads) over ``episodes`` episodes (default 10;
-    for a slate or dialogue run, the run's own ``eval_episodes`` users, so that its last evaluation is reproduced).
+    """Evaluate a run's saved agent (its newest checkpoint that loads) over ``episodes`` episodes (default: the
+    run's own ``eval_episodes``, users for a slate or dialogue run, so that its last evaluation is reproduced).
 
     ``seed`` defaults to the run's evaluation seed (``config.seed + 1_000_003``, what training evaluated on).
     A run trained on an environment object needs ``env``: an environment or a factory ``seed -> BatchedEnv``.
@@ -130,7 +130,8 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
         raise ValueError(f"{run_dir} is a diffusion fine-tuning run; its final reward, held-out reward and KL are in "
                          f"{Path(run_dir) / 'summary.json'} (continue it with `rlcore train diffusion --resume "
                          f"{run_dir} --steps N`).")
-    episodes = 10 if episodes is None else episodes
+    check_device(device)
+    episodes = int(saved.get("eval_episodes", 10)) if episodes is None else episodes
     record = load_run_record(run_dir)
     algorithm = algos.get(name)
     config = config_from_dict(algorithm.config_cls, {**saved, "device": device})

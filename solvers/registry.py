@@ -26,6 +26,7 @@ so their calls are reproducible without saving any state. Every built-in solver 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Protocol
 
@@ -86,7 +87,22 @@ def make(name: str, **options) -> MaxQSolver:
     """Build the solver registered as ``name`` with keyword ``options``."""
     if name not in _SOLVERS:
         raise ValueError(f"unknown max-Q solver {name!r}; registered solvers: {', '.join(available())}.")
+    accepted = _options_of(_SOLVERS[name])
+    unknown = sorted(set(options) - accepted) if accepted is not None else []
+    if unknown:
+        raise ValueError(f"bad options for max-Q solver {name!r}: no option(s) {', '.join(unknown)}; its options: "
+                         f"{', '.join(sorted(accepted)) or 'none'}.")
     try:
         return _SOLVERS[name](**options)
     except TypeError as error:
         raise ValueError(f"bad options for max-Q solver {name!r}: {error}") from error
+
+
+def _options_of(factory: Callable[..., MaxQSolver]) -> set[str] | None:
+    """The keyword options ``factory`` takes, or None when it takes any (``**kwargs``). A solver's ``name``
+    field is its registry key, not an option."""
+    parameters = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.name != "name" and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                                          inspect.Parameter.KEYWORD_ONLY)}

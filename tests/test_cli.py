@@ -40,6 +40,11 @@ def test_train_eval_and_resume_from_the_command_line(tmp_path):
     evaluated = rlcore("eval", str(run_dir), "--episodes", "3", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "over 3 episodes" in evaluated.stdout
+    # By default the run's own evaluation seeds and size: its last evaluation, reproduced.
+    from rlcore.cli import evaluate_run
+
+    last = json.loads((run_dir / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert evaluate_run(run_dir)["returns"] == last["returns"] and len(last["returns"]) == 2
 
 
 def test_clear_errors_from_the_command_line(tmp_path):
@@ -50,3 +55,7 @@ def test_clear_errors_from_the_command_line(tmp_path):
     assert bad_env.returncode != 0 and "unknown or unavailable environment id 'NoSuchEnv-v0'" in bad_env.stderr
     missing = rlcore("eval", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode != 0 and "is not a run directory" in missing.stderr
+    for device, fix in (("cdua", "such as 'cpu', 'cuda'"), ("cuda:7", "use --device cpu")):
+        bad_device = rlcore("train", "caql", "--device", device, *TINY, "--log-root", str(tmp_path / "d"), cwd=tmp_path)
+        assert bad_device.returncode == 2 and repr(device) in bad_device.stderr and fix in bad_device.stderr
+        assert "Traceback" not in bad_device.stderr and not (tmp_path / "d").exists()

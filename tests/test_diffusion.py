@@ -436,6 +436,13 @@ def test_rlcore_train_diffusion_writes_a_run_that_resumes(tmp_path, bed):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 5 and summary["reward"] == "right"
     assert train_main(["--reward", "class", "--steps", "1"]) == 2  # not a ring reward: named, nothing written
+    # Settings that finetune refuses leave no run directory; a resume keeps the run's own settings.
+    assert train_main(["--steps", "0", "--run-dir", str(tmp_path / "bad"), *small]) == 2
+    assert train_main(["--kl-weight", "-1", "--run-dir", str(tmp_path / "bad"), *small]) == 2
+    assert not (tmp_path / "bad").exists()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert train_main(["--resume", str(run), "--kl-weight", "5"]) == 2
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 # ---------------------------------------------------------------------------------------------- the MDP

@@ -17,6 +17,7 @@ from test_algorithm_contract import assert_same_state
 from rlcore import cli
 from rlcore.algos.caql import CAQLConfig, train
 from rlcore.algos.solver_options import parse_solver_options
+from rlcore.loops import EnvConfig
 from rlcore.loops.checkpoint import CheckpointError, load_latest_checkpoint
 from rlcore.loops.evaluation import summarize
 
@@ -173,3 +174,87 @@ def test_a_run_that_raised_leaves_its_directory_free_to_resume(tmp_path, monkeyp
     monkeypatch.setattr(RunSession, "advance", advance)
     resumed = train(CAQLConfig(**SMALL, resume=str(tmp_path / "run")))  # in this process: not "in use"
     assert resumed.evaluations[-1]["step"] == SMALL["total_steps"]
+
+
+def test_resume_refuses_a_changed_task_seed_or_network_and_changes_nothing(tmp_path):
+    run = tmp_path / "run"
+    train(CAQLConfig(**{**SMALL, "total_steps": 150}, run_dir=str(run)))
+    before = snapshot(run)
+    for flags, named in ((["--hidden-sizes", "64", "64"], "hidden_sizes [32, 16] (given [64, 64])"),
+                         (["--seed", "5"], "seed 1 (given 5)"),
+                         (["--action-bound", "0.5"], "env.action_bound None (given 0.5)")):
+        done = subprocess.run([sys.executable, "-m", "rlcore.cli", "train", "caql", "--resume", str(run), *flags,
+                               "--no-progress"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert "drop those settings to continue it" in done.stderr
+        assert snapshot(run) == before
+    with pytest.raises(ValueError, match=r"trained with learning_rate 0\.001 \(given 0\.01\)"):
+        train(CAQLConfig(**{**SMALL, "learning_rate": 1e-2}, resume=str(run)))
+    assert snapshot(run) == before
+    # The budget and the schedule of evaluations and checkpoints may change.
+    resumed = train(CAQLConfig(**{**SMALL, "total_steps": 300, "eval_interval": 75}, resume=str(run)))
+    assert [e["step"] for e in resumed.evaluations] == [150, 225, 300]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_in_place(tmp_path, uninterrupted):
+    from rlcore.loops.session import RunSession
+
+    advance = RunSession.advance
+
+    def stopped(self, new_step, *args, **kwargs):
+        if new_step > 100:
+            raise KeyboardInterrupt
+        return advance(self, new_step, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunSession, "advance", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            train(CAQLConfig(**SMALL, run_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "config.json").exists()
+    with pytest.warns(RuntimeWarning, match="has no checkpoint yet .* starts again from step 0"):
+        again = train(CAQLConfig(**SMALL, resume=str(tmp_path / "run")))
+    assert [e["returns"] for e in again.evaluations] == [e["returns"] for e in uninterrupted.evaluations]
+    assert_same_state(uninterrupted.agent.state_dict(), again.agent.state_dict())
+
+
+def test_async_vector_environments_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"vectorization='async' cannot train: .* Use vectorization='sync'"):
+        train(CAQLConfig(**SMALL, num_envs=2, env=EnvConfig("Pendulum-v1", vectorization="async"),
+                         log_root=str(tmp_path / "logs")))
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_torn_last_evaluation_is_dropped_and_damaged_files_are_named(tmp_path, uninterrupted):
+    from rlcore.loops.run_dir import read_evaluations
+
+    train(CAQLConfig(**{**SMALL, "total_steps": 300}, run_dir=str(tmp_path / "run")))
+    evaluations = tmp_path / "run" / "evaluations.jsonl"
+    lines = evaluations.read_text().splitlines()
+    # Killed while writing the evaluation at step 300, before that step's checkpoint: the last is step 150's.
+    evaluations.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    (tmp_path / "run" / "checkpoint.prev.pt").replace(tmp_path / "run" / "checkpoint.pt")
+    with pytest.warns(RuntimeWarning, match="its last line is torn"):
+        resumed = train(CAQLConfig(**SMALL, resume=str(tmp_path / "run")))
+    assert [e["returns"] for e in resumed.evaluations] == [e["returns"] for e in uninterrupted.evaluations]
+    evaluations.write_text("{oops\n" + evaluations.read_text())
+    with pytest.raises(ValueError, match=r"evaluations\.jsonl line 1 is not a JSON record"):
+        read_evaluations(tmp_path / "run")
+    (tmp_path / "run" / "config.json").write_text('{"algo": "caql", "con')
+    done = subprocess.run([sys.executable, "-m", "rlcore.cli", "eval", str(tmp_path / "run")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "config.json is damaged" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"learning_starts": -5}, "learning_starts must be >= 0, got -5"),
+    ({"tolerance_decay": 0.0}, r"tolerance_decay must be in \(0, 1\], got 0.0"),
+    ({"noise_std": -1.0}, "noise_std=-1.0"),
+    ({"env": EnvConfig("Pendulum-v1", action_set="l2_ball")}, "action_set='l2_ball' needs action_bound"),
+    ({"env": EnvConfig("PointMass-v0")}, "'PointMass-v0' is a task of the torch backend.*--backend torch"),
+    ({"device": "cdua"}, "device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got 'cdua'"),
+    ({"solver": "ga", "solver_options": {"starts": 3}}, "'ga': no option.* starts; its options: .*num_starts"),
+])
+def test_bad_settings_name_the_field_the_value_and_the_fix_and_write_nothing(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train(CAQLConfig(**{**SMALL, **settings}, log_root=str(tmp_path / "logs")))
+    assert not (tmp_path / "logs").exists()

@@ -392,6 +392,12 @@ def test_rlcore_train_retrieval_writes_and_resumes_a_run(tmp_path):
     assert set(summary["retrievers"]) == {"single query", "naive fan-out", "MMR", "set-reward greedy", "RL fan-out",
                                           "distilled"}
     assert 0 <= summary["retrievers"]["RL fan-out"]["test"]["coverage"] <= 1
+    # A setting train_fanout refuses leaves no run directory; a resume keeps the run's own catalogue and settings.
+    assert train_main([*small, "--ppo.iterations", "0", "--run-dir", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert train_main(["--resume", str(run), "--catalogue.num-items", "1300"]) == 2
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 def test_synthesised_pairs_keep_the_best_sampled_sets_and_replay_exactly(cat):

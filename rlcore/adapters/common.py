@@ -9,18 +9,27 @@ Each adapter (:mod:`~rlcore.adapters.slate`, :mod:`~rlcore.adapters.dialogue`) l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tyro
 
-from rlcore.loops.checkpoint import load_latest_checkpoint
+from rlcore.loops.checkpoint import CHECKPOINT, PREVIOUS, load_latest_checkpoint
 from rlcore.loops.evaluation import evaluate_episodes, summarize
-from rlcore.loops.run_dir import config_from_dict, load_config
+from rlcore.loops.run_dir import (
+    check_new_run_dir,
+    check_resume_config,
+    config_from_dict,
+    load_config,
+    new_run_dir_path,
+    save_config,
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,36 @@ def read_run_config(command: str, algo: str, config_cls: type, argv: list[str], 
             return None
         default = config_from_dict(config_cls, saved)
     return tyro.cli(config_cls, args=argv, default=default, prog=f"rlcore train {command}", description=description)
+
+
+def open_run_dir(config: Any, algo: str, label: str, may_change: Iterable[str]) -> tuple[Path, bool]:
+    """The run directory of an adapter's ``rlcore train`` run config (fields ``resume``, ``run_dir``, ``log_root``,
+    ``seed``) and whether this call created it. A resumed run is checked against its saved config first (only the
+    fields in ``may_change`` may differ; nothing is written); a new one is refused if the directory holds a run,
+    then created with its ``config.json``. Pair it with :func:`removed_on_bad_input`."""
+    if config.resume is not None:
+        run_dir = Path(config.resume)
+        _, saved = load_config(run_dir)
+        check_resume_config(run_dir, saved, dataclasses.replace(config, resume=None), may_change)
+        return run_dir, False
+    run_dir = Path(config.run_dir) if config.run_dir else new_run_dir_path(config.log_root, algo, label, config.seed)
+    check_new_run_dir(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run_dir, algo, dataclasses.replace(config, resume=None))
+    return run_dir, created
+
+
+@contextlib.contextmanager
+def removed_on_bad_input(run_dir: Path, created: bool) -> Iterator[None]:
+    """Remove ``run_dir`` again when the block, the start of a run in a directory that this call ``created``,
+    refuses its input (a ``ValueError``) before the first checkpoint: a bad setting leaves nothing on disk."""
+    try:
+        yield
+    except ValueError:
+        if created and not any((run_dir / name).exists() for name in (CHECKPOINT, PREVIOUS)):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def check_settings(config_cls: type, overrides: dict[str, Any], label: str) -> None:

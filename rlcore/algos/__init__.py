@@ -16,11 +16,17 @@ from rlcore.algos import caql, mbpo, ppo, rwr, sac, vmbpo
 
 @dataclass(frozen=True)
 class Algorithm:
+    """A registered algorithm: what ``rlcore train NAME``, ``rlcore eval`` and the contract test use."""
+
     name: str
+    """The registered name (CLI, run directories, checkpoints)."""
     config_cls: type
+    """Its config dataclass (a :class:`~rlcore.loops.RunConfig`), read by tyro on the command line."""
     train: Callable[..., Any]
     """``train(config, env=None, eval_env=None) -> TrainResult``."""
     make_agent: Callable[[Any, Any], Any]
+    """``make_agent(config, env) -> agent``: the untrained agent for ``env`` (``rlcore eval`` loads a checkpoint
+    into it); a ValueError for an environment the algorithm cannot use."""
     smoke: dict[str, Any] = field(default_factory=dict)
     """Config overrides for a run of a few hundred steps that exercises every part of the update."""
     discrete_actions: bool = False
@@ -49,6 +55,7 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 
 def get(name: str) -> Algorithm:
+    """The algorithm registered as ``name``; a ValueError listing the registered names otherwise."""
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; available: {', '.join(sorted(ALGORITHMS))}.")
     return ALGORITHMS[name]

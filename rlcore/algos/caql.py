@@ -116,8 +116,16 @@ class CAQLConfig(TrainConfig):
             raise ValueError(f"need 0 < gamma <= 1 and 0 < tau <= 1, got gamma={self.gamma}, tau={self.tau}.")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
-        if self.cluster_radius < 0 or self.tolerance_interval < 1 or not 0 < self.tolerance_decay <= 1:
-            raise ValueError("need cluster_radius >= 0, tolerance_interval >= 1 and 0 < tolerance_decay <= 1.")
+        if self.cluster_radius < 0:
+            raise ValueError(f"cluster_radius must be >= 0 (0: no clustering), got {self.cluster_radius}.")
+        if self.tolerance_interval < 1:
+            raise ValueError(f"tolerance_interval must be >= 1, got {self.tolerance_interval}.")
+        if not 0 < self.tolerance_decay <= 1:
+            raise ValueError(f"tolerance_decay must be in (0, 1], got {self.tolerance_decay}.")
+        if self.noise_std < 0 or self.noise_min < 0 or not 0 < self.noise_decay <= 1:
+            raise ValueError(f"need noise_std >= 0, noise_min >= 0 and 0 < noise_decay <= 1 (exploration noise in "
+                             f"half-widths of the action set), got noise_std={self.noise_std}, "
+                             f"noise_min={self.noise_min}, noise_decay={self.noise_decay}.")
 
 
 @dataclass
@@ -397,6 +405,7 @@ def _solvers_with(capability: str) -> list[str]:
 
 
 def make_agent(config: CAQLConfig, env: BatchedEnv) -> CAQLAgent:
+    """The untrained CAQLAgent for ``env`` (a ValueError if CAQL cannot use its spaces)."""
     require_continuous_actions(env, "caql")
     require_flat_observations(env, "caql")
     return CAQLAgent(config, env.obs_dim, env.action_set, config.device)

@@ -169,6 +169,7 @@ class MBPOAgent:
 
 
 def make_agent(config: MBPOConfig, env: BatchedEnv) -> MBPOAgent:
+    """The untrained MBPOAgent for ``env`` (a ValueError if MBPO cannot use its spaces)."""
     require_continuous_actions(env, "mbpo")
     require_flat_observations(env, "mbpo")
     return MBPOAgent(config, env.obs_dim, env.action_set, config.device, env_id=getattr(env, "env_id", None))

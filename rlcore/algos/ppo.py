@@ -182,6 +182,7 @@ class PPOAgent(ActorCriticAgent):
 
 
 def make_agent(config: PPOConfig, env: BatchedEnv) -> PPOAgent:
+    """The untrained PPOAgent for ``env`` (a ValueError if PPO cannot use its spaces)."""
     return PPOAgent.for_env(config, env)
 
 

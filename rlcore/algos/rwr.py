@@ -147,6 +147,7 @@ class RWRAgent(ActorCriticAgent):
 
 
 def make_agent(config: RWRConfig, env: BatchedEnv) -> RWRAgent:
+    """The untrained RWRAgent for ``env`` (a ValueError if RWR cannot use its spaces)."""
     return RWRAgent.for_env(config, env)
 
 

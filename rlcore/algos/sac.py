@@ -179,6 +179,7 @@ class SACAgent:
 
 
 def make_agent(config: SACConfig, env: BatchedEnv) -> SACAgent:
+    """The untrained SACAgent for ``env`` (a ValueError if SAC cannot use its spaces)."""
     require_continuous_actions(env, "sac")
     require_flat_observations(env, "sac")
     return SACAgent(config, env.obs_dim, env.action_set, config.device)

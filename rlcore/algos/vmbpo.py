@@ -403,6 +403,7 @@ class VMBPOAgent:
 
 
 def make_agent(config: VMBPOConfig, env: BatchedEnv) -> VMBPOAgent:
+    """The untrained VMBPOAgent for ``env`` (a ValueError if VMBPO cannot use its spaces)."""
     require_continuous_actions(env, "vmbpo")
     require_flat_observations(env, "vmbpo")
     return VMBPOAgent(config, env.obs_dim, env.action_set, config.device, env_id=getattr(env, "env_id", None))

@@ -193,10 +193,17 @@ def _probe(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     try:
         env = gym.make(env_id, **env_kwargs)
     except gym.error.Error as error:
+        from rlcore.envs.torch_envs import TORCH_ENVS
+
+        if env_id in TORCH_ENVS:
+            raise ValueError(f"{env_id!r} is a task of the torch backend, not a gymnasium id: use backend='torch' "
+                             "or 'auto' (`--backend torch`).") from error
         known = sorted(gym.registry)
         close = [name for name in known if env_id.split("-")[0].lower() in name.lower()][:8]
         hint = f" Similar ids: {', '.join(close)}." if close else ""
-        raise ValueError(f"unknown or unavailable environment id {env_id!r}: {error}.{hint}") from error
+        reason = str(error).strip()
+        reason += "" if reason.endswith((".", "?", "!")) else "."
+        raise ValueError(f"unknown or unavailable environment id {env_id!r}: {reason}{hint}") from error
     if not isinstance(env.action_space, (gym.spaces.Box, gym.spaces.Discrete)):
         env.close()
         raise ValueError(f"{env_id} has a {type(env.action_space).__name__} action space; the gymnasium backend "

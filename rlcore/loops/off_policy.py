@@ -60,11 +60,16 @@ class TrainConfig(RunConfig):
         for name in ("batch_size", "buffer_size", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.updates_per_step < 0 or self.learning_starts < 0 or self.random_steps < 0:
-            raise ValueError("updates_per_step, learning_starts and random_steps must be >= 0.")
+        for name in ("updates_per_step", "learning_starts", "random_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
 
 
 class OffPolicyAgent(Protocol):
+    """What :func:`train_off_policy` needs of an agent: acting (``step`` for schedules such as decaying
+    exploration noise; ``deterministic`` for evaluation), an update on a replay batch returning metrics as
+    tensors (read at logging time, so no step waits for the device), and its whole state for checkpoints."""
+
     def act(self, obs: torch.Tensor, step: int, deterministic: bool = False) -> torch.Tensor: ...
 
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]: ...

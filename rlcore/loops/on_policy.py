@@ -40,7 +40,8 @@ class OnPolicyConfig(RunConfig):
     """Settings shared by every on-policy algorithm (the common ones are in :class:`~rlcore.loops.RunConfig`)."""
 
     total_steps: int = 100_000
-    """Environment steps to train for (summed over parallel environments)."""
+    """Environment steps to train for (summed over parallel environments), rounded up to whole rollouts of
+    num_steps * num_envs steps (the default 100,000 trains 49 rollouts of 2,048: 100,352 steps)."""
     eval_interval: int = 10_000
     """Evaluate every this many environment steps (and at the end), at the next rollout boundary."""
     checkpoint_interval: int = 20_000
@@ -55,6 +56,10 @@ class OnPolicyConfig(RunConfig):
 
 
 class OnPolicyAgent(Protocol):
+    """What :func:`train_on_policy` needs of an agent: ``explore`` (sampled actions and what the update needs
+    of them, such as log-probabilities and values), an update on a whole rollout with the fraction of the budget
+    done (for annealing), deterministic acting for evaluation, and its whole state for checkpoints."""
+
     def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
     def update(self, rollout: Rollout, progress: float) -> dict[str, torch.Tensor]: ...

@@ -24,7 +24,8 @@ import json
 import os
 import time
 import typing
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -191,6 +192,8 @@ def new_run_dir_path(root: str | Path, algo: str, env_id: str, seed: int) -> Pat
 
 
 def save_config(run_dir: Path, algo: str, config: Any, extra: dict[str, Any] | None = None) -> None:
+    """Write ``config.json`` (atomically): the algorithm's name, the config (a dataclass) and ``extra``
+    entries (how the environment was given)."""
     payload = {"algo": algo, "config": config_to_dict(config), **(extra or {})}
     tmp = run_dir / "config.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2))
@@ -206,10 +209,7 @@ def save_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 def load_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:
     """``(algo, config_dict)`` from a run directory."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json).")
-    payload = json.loads(path.read_text())
+    payload = load_run_record(run_dir)
     return payload["algo"], payload["config"]
 
 
@@ -218,7 +218,14 @@ def load_run_record(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json).")
-    return json.loads(path.read_text())
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is damaged ({error}); the run's settings are also in its checkpoint "
+                         "(torch.load(..., weights_only=False)['config']).") from None
+    if not isinstance(payload, dict) or "algo" not in payload or "config" not in payload:
+        raise ValueError(f"{path} is not an rlcore run's config (it has no 'algo' and 'config').")
+    return payload
 
 
 class RunLogger:
@@ -288,11 +295,57 @@ class RunLogger:
         self.writer.close()
 
 
+def check_resume_config(run_dir: str | Path, saved: dict[str, Any] | None, config: Any,
+                        may_change: Iterable[str]) -> None:
+    """Refuse to resume the run in ``run_dir``, saved with config ``saved`` (a dict), with a ``config`` (a
+    dataclass) that differs from it in a field outside ``may_change`` (names, nested ones dotted: ``"steps"``,
+    ``"ppo.iterations"``), naming each field, both values and the fix. ``saved=None`` (an old checkpoint
+    without its config) and fields that ``saved`` lacks (added since) are not checked."""
+    if saved is None:
+        return
+    allowed = set(may_change)
+    given = _flat(json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+    saved = _flat(json.loads(json.dumps(saved, default=str)))
+    changed = [name for name in saved if name in given and given[name] != saved[name]
+               and not any(".".join(name.split(".")[:depth]) in allowed for depth in range(1, name.count(".") + 2))]
+    if changed:
+        details = "; ".join(f"{name} {saved[name]!r} (given {given[name]!r})" for name in changed)
+        shown = ", ".join(sorted(allowed - {"resume", "run_dir", "log_root"}))
+        raise ValueError(f"{run_dir} was trained with {details}. A resumed run keeps its task, seed and "
+                         f"hyper-parameters (only {shown} may change): drop those settings to continue it, or "
+                         "start a new run with them. Nothing was changed.")
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[prefix + name] = value
+    return flat
+
+
 def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``evaluations.jsonl`` (none if there is no such file). The file is appended to as a run
+    goes, so a process killed mid-write can leave its last line torn: that line is dropped with a warning (an
+    evaluation is written before its step's checkpoint, so a resumed run writes it again); a damaged line before
+    it is an error naming the file and the line."""
     path = Path(run_dir) / "evaluations.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number < len(lines):
+                raise ValueError(f"{path} line {number} is not a JSON record ({error}); restore the file or delete "
+                                 "that line.") from None
+            warnings.warn(f"{path}: its last line is torn (the process was stopped while writing it); it is "
+                          "left out.", RuntimeWarning, stacklevel=2)
+    return records
 
 
 def write_evaluations(run_dir: str | Path, records: list[dict[str, Any]]) -> None:
@@ -304,5 +357,6 @@ def write_evaluations(run_dir: str | Path, records: list[dict[str, Any]]) -> Non
     tmp.replace(path)
 
 
-__all__ = ["RUN_FILES", "RunLogger", "check_new_run_dir", "config_from_dict", "config_to_dict", "holds_run",
-           "load_config", "load_run_record", "new_run_dir_path", "read_evaluations", "save_config", "write_evaluations"]
+__all__ = ["RUN_FILES", "RunLogger", "check_new_run_dir", "check_resume_config", "config_from_dict", "config_to_dict",
+           "holds_run", "load_config", "load_run_record", "new_run_dir_path", "read_evaluations", "save_config",
+           "write_evaluations"]

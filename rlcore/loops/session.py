@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from rlcore import envs
 from rlcore.distributed.config import DistributedConfig, check_resumable
 from rlcore.loops.checkpoint import (
     CHECKPOINT,
+    PREVIOUS,
     global_rng_state,
     load_latest_checkpoint,
     save_checkpoint,
@@ -41,6 +43,7 @@ from rlcore.loops.run_dir import (
     RunDirLock,
     RunLogger,
     check_new_run_dir,
+    check_resume_config,
     holds_run,
     load_run_record,
     new_run_dir_path,
@@ -57,6 +60,21 @@ EnvFactory = Callable[[int], envs.BatchedEnv]
 EnvSource = envs.BatchedEnv | EnvFactory
 
 
+def check_device(name: str | torch.device) -> torch.device:
+    """``name`` as a torch device that this machine has, or a ValueError naming it and the ones available."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {name!r}.") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ValueError(f"device {name!r} is not available here ({found} CUDA device(s) visible to this torch "
+                         f"{torch.__version__}); use --device cpu, or a device index below {max(found, 1)}.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} is not available here (no MPS backend); use --device cpu.")
+    return device
+
+
 @dataclass
 class EnvConfig:
     """How ``rlcore train`` builds environments with :func:`rlcore.envs.make` (unused when ``train`` is given
@@ -70,13 +88,18 @@ class EnvConfig:
     action_set: Literal["box", "l2_ball", "l1_ball"] = "box"
     """Shape of the constraint that action_bound sets."""
     vectorization: Literal["sync", "async"] = "sync"
-    """Gymnasium vector env type; only 'sync' can be checkpointed exactly."""
+    """Gymnasium vector env type. Training needs 'sync': every run checkpoints, and 'async' environments (one
+    process each) cannot be checkpointed; 'async' is for rollouts through envs.make."""
     backend: str = "gymnasium"
     """Environment backend: 'gymnasium', 'torch' (tensor envs on `device`), 'mjwarp' or 'auto' (see envs.make)."""
 
     def validate(self) -> None:
         if self.action_bound is not None and not self.action_bound > 0:
             raise ValueError(f"action_bound must be > 0, got {self.action_bound}.")
+        if self.action_set != "box" and self.action_bound is None:
+            raise ValueError(f"action_set={self.action_set!r} needs action_bound, the ball's radius "
+                             f"(`--action-set {self.action_set} --action-bound 0.5`); without it actions keep the "
+                             "task's native box.")
         if self.backend not in envs.BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(envs.BACKENDS)}; got {self.backend!r}.")
 
@@ -136,10 +159,15 @@ class RunConfig:
                      "torch_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        check_device(self.device)
         if not isinstance(self.env, EnvConfig):
             raise ValueError(f"env must be an EnvConfig or an environment id, got {type(self.env).__name__}; pass "
                              "environment objects to train(config, env=...) instead.")
         self.env.validate()
+        if self.env.vectorization == "async" and self.num_envs > 1:
+            raise ValueError("vectorization='async' cannot train: every run writes checkpoints, and async vector "
+                             "environments (one process each) cannot be checkpointed. Use vectorization='sync' (the "
+                             "default), or backend='torch' or 'mjwarp' for many environments at once.")
         self.distributed.validate()
 
 
@@ -157,6 +185,14 @@ class TrainResult:
     @property
     def final_return(self) -> float:
         return self.evaluations[-1]["return_mean"] if self.evaluations else float("nan")
+
+
+RESUME_MAY_CHANGE = frozenset({"total_steps", "eval_interval", "eval_episodes", "checkpoint_interval",
+                               "log_interval", "device", "torch_threads", "log_root", "run_dir", "resume",
+                               "progress"})
+"""The config fields a resumed run may change: its budget, the schedule of its evaluations, checkpoints and logs,
+and where it runs. Everything else (the task, the seed, the networks, every hyper-parameter) is the run's own:
+changing it would make the resumed run a different experiment, or fail to load its checkpoint."""
 
 
 def make_env(config: RunConfig, num_envs: int) -> envs.BatchedEnv:
@@ -210,7 +246,12 @@ class RunSession:
                 raise ValueError(f"{self.run_dir} was trained on an environment object "
                                  f"({record.get('env_description')}); resume it from Python with "
                                  "train(config, env=..., eval_env=...) and the same environments.")
-            self.checkpoint = load_latest_checkpoint(self.run_dir, map_location=config.device)
+            if any((self.run_dir / name).is_file() for name in (CHECKPOINT, PREVIOUS)):
+                self.checkpoint = load_latest_checkpoint(self.run_dir, map_location=config.device)
+                check_resume_config(self.run_dir, self.checkpoint.get("config"), config, RESUME_MAY_CHANGE)
+            else:  # stopped before its first checkpoint: nothing to continue, so it starts again, in place
+                warnings.warn(f"{self.run_dir} has no checkpoint yet (the run stopped before its first one); it "
+                              "starts again from step 0 in the same directory.", RuntimeWarning, stacklevel=2)
         else:
             label = env_label(env) if env is not None and is_env(env) else config.env.id
             self.run_dir = (Path(config.run_dir) if config.run_dir
@@ -266,12 +307,16 @@ class RunSession:
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
+        if self.checkpoint is not None:  # restored before anything is written: a failure leaves the run as it was
+            agent.load_state_dict(self.checkpoint["agent"])
+            self.env.load_state_dict(self.checkpoint["env"])
         save_config(self.run_dir, self.algo, config, extra=self._env_record())
-        if self.checkpoint is not None:
-            # Evaluations after the checkpoint's step are written again by the resumed run.
+        if config.resume:
+            # Evaluations after the checkpoint's step are written again by the resumed run (all of them, by a run
+            # that starts again for want of a checkpoint).
             self.evaluations = [e for e in read_evaluations(self.run_dir) if e["step"] <= self.step]
             write_evaluations(self.run_dir, self.evaluations)
-        self.logger = RunLogger(self.run_dir, purge_step=self.step if self.checkpoint is not None else None)
+        self.logger = RunLogger(self.run_dir, purge_step=self.step if config.resume else None)
         # The run's clocks continue from the checkpoint, so that a resumed run's evaluations give its seconds of
         # training so far (the work lost after the last checkpoint is not counted); older checkpoints have none.
         clock = (self.checkpoint or {}).get("clock", {"wall_seconds": 0.0, "eval_seconds": 0.0})
@@ -282,8 +327,6 @@ class RunSession:
                         desc=f"{self.algo} {self.env_id}", dynamic_ncols=True)
         if self.checkpoint is None:
             return None
-        agent.load_state_dict(self.checkpoint["agent"])
-        self.env.load_state_dict(self.checkpoint["env"])
         set_global_rng_state(self.checkpoint["rng"])
         return self.checkpoint
 

@@ -1,7 +1,6 @@
-"""Learned dynamics: stacked MLPs, a probabilistic ensemble, termination functions and model rollouts.
+"""Learned dynamics: a probabilistic ensemble, termination functions and model rollouts.
 
 =================================  ==========================================================
-``EnsembleMLP``                    ``E`` MLPs evaluated at once (twin critics, ensembles)
 ``ProbabilisticEnsemble``          Gaussian MLPs predicting ``[s' - s, r]``, elites, normalisers
 ``fit_ensemble``                   train on a data set with a holdout split, select elites
 ``holdout_mask``                   a fixed, data-defined holdout split for online training

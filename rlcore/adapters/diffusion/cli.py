@@ -5,15 +5,15 @@
 
 Rewards by name, each with the held-out reward it is monitored by (logged beside it, never optimised):
 
-=========  ==============  ==============================================  ===============================
-bed        ``--reward``    optimised                                       monitored by
-=========  ==============  ==============================================  ===============================
-ring       ``right``       the x coordinate                                the upper-right direction
-ring       ``upper-right`` ``(x + y) / 2``                                 the x coordinate
-digits     ``class``       the prompted class's probability (classifier 1)  classifier 2 (the other half)
-digits     ``thickness``   mean ink                                         classifier 2's class probability
-digits     ``defect``      minus the detector's defect score                minus the rule's defective pixels
-=========  ==============  ==============================================  ===============================
+    =========  ==============  ==============================================  ===============================
+    bed        ``--reward``    optimised                                       monitored by
+    =========  ==============  ==============================================  ===============================
+    ring       ``right``       the x coordinate                                the upper-right direction
+    ring       ``upper-right`` ``(x + y) / 2``                                 the x coordinate
+    digits     ``class``       the prompted class's probability (classifier 1)  classifier 2 (the other half)
+    digits     ``thickness``   mean ink                                         classifier 2's class probability
+    digits     ``defect``      minus the detector's defect score                minus the rule's defective pixels
+    =========  ==============  ==============================================  ===============================
 
 ``--focus-n-fix`` (with ``--reward defect``) fine-tunes region-aware: the detector's map of the reference's
 sample is the region (:func:`~rlcore.adapters.diffusion.finetune.finetune`'s ``region=``). The run directory
@@ -33,11 +33,13 @@ from typing import Any, Literal
 
 import torch
 
-from rlcore.adapters.common import read_run_config
+from rlcore.adapters.common import open_run_dir, read_run_config, removed_on_bad_input
 from rlcore.adapters.diffusion.finetune import METHODS, FinetuneConfig, FinetuneResult, finetune
-from rlcore.loops.run_dir import check_new_run_dir, new_run_dir_path, save_config, save_summary
+from rlcore.loops.run_dir import save_config, save_summary
 
 ALGO = "diffusion"
+RESUME_MAY_CHANGE = ("steps", "run_dir", "log_root")
+"""What ``--resume`` may change: the number of iterations; the rest is the run's own."""
 REWARDS = {"ring": ("right", "upper-right"), "digits": ("class", "thickness", "defect")}
 
 
@@ -132,19 +134,13 @@ def train(config: DiffusionRunConfig | None = None) -> tuple[FinetuneResult, Pat
     """Run (or, with ``config.resume``, continue) a fine-tuning run; returns the result and its run directory."""
     config = config or DiffusionRunConfig()
     task = make_task(config)
-    if config.resume is not None:
-        run_dir = Path(config.resume)
-    else:
-        run_dir = Path(config.run_dir) if config.run_dir else new_run_dir_path(
-            config.log_root, ALGO, f"{config.bed}-{config.reward}", config.seed)
-        check_new_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run_dir, ALGO, dataclasses.replace(config, resume=None))
+    run_dir, created = open_run_dir(config, ALGO, f"{config.bed}-{config.reward}", RESUME_MAY_CHANGE)
     start = time.perf_counter()
-    result = finetune(task.bed.model, task.bed.scheduler, task.reward, config.method, config.kl_weight, config.steps,
-                      config.seed, config.finetune, task.sample_shape, progress=sys.stderr.isatty(),
-                      held_out_reward=task.held_out, conditions=task.conditions, region=task.region,
-                      run_dir=run_dir, resume=config.resume is not None)
+    with removed_on_bad_input(run_dir, created):
+        result = finetune(task.bed.model, task.bed.scheduler, task.reward, config.method, config.kl_weight,
+                          config.steps, config.seed, config.finetune, task.sample_shape, progress=sys.stderr.isatty(),
+                          held_out_reward=task.held_out, conditions=task.conditions, region=task.region,
+                          run_dir=run_dir, resume=config.resume is not None)
     if config.resume is not None:  # a longer run keeps its config: --steps may grow
         save_config(run_dir, ALGO, dataclasses.replace(config, resume=None))
     summary = {"bed": config.bed, "reward": config.reward, "method": config.method, "kl_weight": config.kl_weight,

@@ -21,13 +21,15 @@ from typing import Any
 
 import torch
 
-from rlcore.adapters.common import read_run_config
+from rlcore.adapters.common import open_run_dir, read_run_config, removed_on_bad_input
 from rlcore.adapters.retrieval.catalogue import CatalogueConfig
 from rlcore.adapters.retrieval.diffusion import DiffusionConfig
 from rlcore.adapters.retrieval.ppo import FanOutPPOConfig
-from rlcore.loops.run_dir import check_new_run_dir, new_run_dir_path, save_config, save_summary
+from rlcore.loops.run_dir import save_config, save_summary
 
 ALGO = "retrieval-r4t"
+RESUME_MAY_CHANGE = ("ppo.iterations", "checkpoint_every", "run_dir", "log_root")
+"""What ``--resume`` may change: the PPO budget and the checkpoint interval; the rest is the run's own."""
 
 
 def _catalogue_config() -> CatalogueConfig:
@@ -75,19 +77,15 @@ def train(config: RetrievalRunConfig | None = None) -> tuple[dict[str, Any], Pat
     config = config or RetrievalRunConfig()
     cat = (retrieval.text_catalogue(seed=config.catalogue.seed) if config.text
            else retrieval.make_catalogue(config.catalogue))
-    if config.resume is not None:
-        run_dir = Path(config.resume)
-    else:
-        name = "text" if config.text else f"n{config.catalogue.num_items}"
-        run_dir = Path(config.run_dir) if config.run_dir else new_run_dir_path(config.log_root, ALGO, name,
-                                                                                config.seed)
-        check_new_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(run_dir, ALGO, dataclasses.replace(config, resume=None))
+    name = "text" if config.text else f"n{config.catalogue.num_items}"
+    run_dir, created = open_run_dir(config, ALGO, name, RESUME_MAY_CHANGE)
     k, top_k, seed = config.num_subqueries, config.top_k, config.seed
     ppo = dataclasses.replace(config.ppo, num_subqueries=k, top_k=top_k, seed=seed)
-    training = retrieval.train_fanout(cat, ppo, run_dir=run_dir, resume=config.resume is not None,
-                                      checkpoint_every=config.checkpoint_every, progress=sys.stderr.isatty())
+    with removed_on_bad_input(run_dir, created):
+        training = retrieval.train_fanout(cat, ppo, run_dir=run_dir, resume=config.resume is not None,
+                                          checkpoint_every=config.checkpoint_every, progress=sys.stderr.isatty())
+    if config.resume is not None:  # a longer run keeps its config: --ppo.iterations may grow
+        save_config(run_dir, ALGO, dataclasses.replace(config, resume=None))
     writer = SummaryWriter(str(run_dir), purge_step=0)  # the history is complete: rewrite it
     for step, record in enumerate(training.history):
         for key, value in record.items():

@@ -85,8 +85,10 @@ class SlateQConfig(CandidateQSettings):
         if self.choice_model not in CHOICE_MODELS:
             raise ValueError(f"choice_model must be one of {', '.join(map(repr, CHOICE_MODELS))}; got "
                              f"{self.choice_model!r}.")
-        if self.em_users < 1 or self.em_iterations < 1 or (self.em_types is not None and self.em_types < 1):
-            raise ValueError("em_users, em_iterations and em_types must be >= 1.")
+        for name in ("em_users", "em_iterations", "em_types"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}.")
 
 
 class SlateQAgent:
