@@ -343,8 +343,9 @@ def _markdown(table: dict[str, Any], settings: dict[str, Any]) -> str:
                 verdict = _verdict(v, s)
                 overlap = (min(v["final_per_seed"]) <= max(s["final_per_seed"])
                            and min(s["final_per_seed"]) <= max(v["final_per_seed"]))
-                seeds = min(len(v["area_per_seed"]), len(s["area_per_seed"]))
-                so_far = f" on {seeds} seed{'s' if seeds > 1 else ''} so far (no verdict before 3)" if seeds < 3 else ""
+                seeds = len(v["area_per_seed"]), len(s["area_per_seed"])
+                so_far = (f" with {seeds[0]} and {seeds[1]} seed(s) so far (no verdict before 3 each)"
+                          if min(seeds) < 3 else "")
                 lines.append(f"- {env_id}: {LABELS[method]} {verdict} rlcore SAC on "
                              f"sample efficiency at this budget{so_far} (mean return over evaluations "
                              f"{v['area_under_curve']:.1f} vs {s['area_under_curve']:.1f}; "
