@@ -1,6 +1,7 @@
 """The `rlcore` command end to end in a subprocess: train, TensorBoard events, resume, eval."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,3 +60,30 @@ def test_clear_errors_from_the_command_line(tmp_path):
         bad_device = rlcore("train", "caql", "--device", device, *TINY, "--log-root", str(tmp_path / "d"), cwd=tmp_path)
         assert bad_device.returncode == 2 and repr(device) in bad_device.stderr and fix in bad_device.stderr
         assert "Traceback" not in bad_device.stderr and not (tmp_path / "d").exists()
+
+
+HELP_OF_EVERY_COMMAND = """
+import contextlib, io, json
+from rlcore import algos
+from rlcore.cli import ADAPTER_CLIS, main
+texts = {}
+for name in [*algos.ALGORITHMS, *ADAPTER_CLIS]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main(["train", name, "--help"])
+    texts[name] = out.getvalue()
+print(json.dumps(texts))
+"""
+
+
+def test_help_shows_no_sphinx_markup(tmp_path):
+    """`rlcore train X --help` is read in a terminal: a docstring's :class:`~a.b.C` must read as `C` there."""
+    done = subprocess.run([sys.executable, "-c", HELP_OF_EVERY_COMMAND], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    texts = json.loads(done.stdout)
+    assert set(texts) >= {"caql", "sac", "vmbpo", "mbpo", "ppo", "rwr", "slate", "dialogue", "diffusion", "retrieval"}
+    for name, text in texts.items():
+        assert "--seed" in text, f"rlcore train {name} --help printed no options:\n{text[:500]}"
+        for role in (":class:`", ":func:`", ":meth:`", ":mod:`", ":attr:`", ":data:`"):
+            assert role not in text, f"rlcore train {name} --help shows {role}: {text[text.index(role) - 80:][:200]}"

@@ -36,7 +36,7 @@ def check_hidden_sizes(hidden_sizes: tuple[int, ...]) -> None:
 
 @dataclass
 class CandidatePPOSettings(OnPolicyConfig):
-    """PPO over candidates (the shared on-policy loop's settings are in :class:`~rlcore.loops.OnPolicyConfig`)."""
+    """PPO over candidates (the shared on-policy loop's settings are in `OnPolicyConfig`)."""
 
     num_envs: int = 64
     """Episodes (users, conversations) in parallel."""
@@ -180,7 +180,7 @@ def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> flo
 @dataclass
 class CandidateQSettings(TrainConfig):
     """Value-based agents over candidates (the shared off-policy loop's settings are in
-    :class:`~rlcore.loops.TrainConfig`)."""
+    `TrainConfig`)."""
 
     num_envs: int = 64
     """Episodes (users, conversations) in parallel."""
@@ -215,7 +215,7 @@ class CandidateQSettings(TrainConfig):
     epsilon_end: float = 0.05
     """Share of random actions after the decay."""
     epsilon_decay_steps: int = 15_000
-    """Turns over which epsilon decays linearly (see :func:`linear_epsilon`)."""
+    """Turns over which epsilon decays linearly (see `linear_epsilon`)."""
     horizon_aware: bool = True
     """Value 0 at the last turn (the episode length is part of the task)."""
 

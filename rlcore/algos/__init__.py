@@ -21,7 +21,7 @@ class Algorithm:
     name: str
     """The registered name (CLI, run directories, checkpoints)."""
     config_cls: type
-    """Its config dataclass (a :class:`~rlcore.loops.RunConfig`), read by tyro on the command line."""
+    """Its config dataclass (a `RunConfig`), read by tyro on the command line."""
     train: Callable[..., Any]
     """``train(config, env=None, eval_env=None) -> TrainResult``."""
     make_agent: Callable[[Any, Any], Any]

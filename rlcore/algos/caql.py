@@ -44,7 +44,7 @@ from solvers.bounds import compute_bounds
 
 @dataclass
 class CAQLConfig(TrainConfig):
-    """CAQL settings (the shared loop's settings are in :class:`~rlcore.loops.TrainConfig`)."""
+    """CAQL settings (the shared loop's settings are in `TrainConfig`)."""
 
     hidden_sizes: tuple[int, ...] = (32, 16)
     """Hidden layers of the ReLU Q-network."""
@@ -139,7 +139,7 @@ class MaxQStep:
     every state of the batch was solved (terminal ones included: their targets ignore it)."""
 
     metrics: dict[str, torch.Tensor]
-    """The per-update scalars of the step (see :meth:`CAQLAgent.compute_targets`)."""
+    """The per-update scalars of the step (see `CAQLAgent.compute_targets`)."""
     counts: dict[str, int]
     """Max-Q problems ``posed``, ``filtered``, ``clustered`` and ``solved`` in this batch (known on the host)."""
 

@@ -81,8 +81,8 @@ def mbpo_schedule(env_id: str) -> tuple[Schedule, int]:
 
 @dataclass
 class MBPOConfig(ModelSettings, SACConfig):
-    """MBPO settings: SAC's (:class:`~rlcore.algos.sac.SACConfig`), the dynamics model's
-    (:class:`~rlcore.models.ModelSettings`) and the schedule of the rollout length."""
+    """MBPO settings: SAC's (`SACConfig`), the dynamics model's
+    (`ModelSettings`) and the schedule of the rollout length."""
 
     rollout_schedule: tuple[int, int, int, int] | None = None
     """Rollout length k: (start_epoch, end_epoch, min_k, max_k), linear in the epoch; None: MBPO's for the task."""

@@ -42,7 +42,7 @@ from rlcore.objectives import clipped_pg_loss, gae, normalize_advantages, value_
 
 @dataclass
 class PPOConfig(OnPolicyConfig):
-    """PPO settings (the shared loop's settings are in :class:`~rlcore.loops.OnPolicyConfig`)."""
+    """PPO settings (the shared loop's settings are in `OnPolicyConfig`)."""
 
     learning_rate: float = 3e-4
     """Adam learning rate (of the policy and the critic)."""

@@ -36,7 +36,7 @@ from rlcore.objectives import discounted_returns, normalize_advantages, reward_w
 
 @dataclass
 class RWRConfig(OnPolicyConfig):
-    """RWR settings (the shared loop's settings are in :class:`~rlcore.loops.OnPolicyConfig`)."""
+    """RWR settings (the shared loop's settings are in `OnPolicyConfig`)."""
 
     beta: float = 1.0
     """Temperature of the weights exp(u/beta); in standard deviations of the score when standardize is on."""

@@ -49,7 +49,7 @@ from rlcore.objectives import polyak_update, soft_q_targets, temperature_step
 
 @dataclass
 class SACConfig(TrainConfig):
-    """SAC settings (the shared loop's settings are in :class:`~rlcore.loops.TrainConfig`)."""
+    """SAC settings (the shared loop's settings are in `TrainConfig`)."""
 
     learning_starts: int = 1_000
     """Environment steps collected before the first update."""

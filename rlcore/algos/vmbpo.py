@@ -134,10 +134,10 @@ from rlcore.objectives import linex_loss, polyak_update, temperature_step
 
 @dataclass
 class VMBPOConfig(ModelSettings, SACConfig):
-    """VMBPO settings. The E-step's actor-critic core shares SAC's settings (:class:`~rlcore.algos.sac.SACConfig`:
+    """VMBPO settings. The E-step's actor-critic core shares SAC's settings (`SACConfig`:
     networks, learning rates, discount, Polyak rate, entropy temperature), the dynamics model's
-    (:class:`~rlcore.models.ModelSettings`) and the shared loop's (including the update-to-data ratio
-    ``updates_per_step``, in :class:`~rlcore.loops.TrainConfig`)."""
+    (`ModelSettings`) and the shared loop's (including the update-to-data ratio
+    ``updates_per_step``, in `TrainConfig`)."""
 
     variant: Literal["model_based", "model_free"] = "model_based"
     """E-step on ensemble rollouts mixed with real data, or on real transitions only."""

@@ -40,7 +40,7 @@ __all__ = ["AgentFactory", "OffPolicyAgent", "RunConfig", "TrainConfig", "TrainR
 
 @dataclass
 class TrainConfig(RunConfig):
-    """Settings shared by every off-policy algorithm (the common ones are in :class:`~rlcore.loops.RunConfig`)."""
+    """Settings shared by every off-policy algorithm (the common ones are in `RunConfig`)."""
 
     learning_starts: int = 1_280
     """Environment steps collected before the first update."""

@@ -37,7 +37,7 @@ from rlcore.loops.session import (
 
 @dataclass
 class OnPolicyConfig(RunConfig):
-    """Settings shared by every on-policy algorithm (the common ones are in :class:`~rlcore.loops.RunConfig`)."""
+    """Settings shared by every on-policy algorithm (the common ones are in `RunConfig`)."""
 
     total_steps: int = 100_000
     """Environment steps to train for (summed over parallel environments), rounded up to whole rollouts of

@@ -20,7 +20,7 @@ class Rollout:
 
     ``obs[t]`` is the observation acted on at step t, ``final_obs[t]`` the true next observation (the last
     observation of the episode where it ended at t, ``info["final_obs"]``), so ``next_values`` for
-    :func:`rlcore.objectives.gae` are the values of ``final_obs``.
+    `rlcore.objectives.gae` are the values of ``final_obs``.
     """
 
     obs: Any

@@ -77,7 +77,7 @@ def check_device(name: str | torch.device) -> torch.device:
 
 @dataclass
 class EnvConfig:
-    """How ``rlcore train`` builds environments with :func:`rlcore.envs.make` (unused when ``train`` is given
+    """How ``rlcore train`` builds environments with `rlcore.envs.make` (unused when ``train`` is given
     ``env=...``). On the command line these are ``--env``, ``--action-bound``, ``--action-set``,
     ``--vectorization`` and ``--backend``."""
 
@@ -148,7 +148,7 @@ class RunConfig:
     progress: bool = True
     """Show a progress bar."""
     distributed: Annotated[DistributedConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=DistributedConfig)
-    """Rollout actors on Ray (``--workers N``; see :mod:`rlcore.distributed`); by default none."""
+    """Rollout actors on Ray (``--workers N``; see `rlcore.distributed`); by default none."""
 
     def __post_init__(self) -> None:
         if isinstance(self.env, str):

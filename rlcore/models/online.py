@@ -33,7 +33,7 @@ TerminationChoice = Literal["auto", "known", "learned", "never"]
 
 @dataclass
 class ModelSettings:
-    """The dynamics model of a model-based agent (a mixin of its config; checked by :meth:`validate_model`)."""
+    """The dynamics model of a model-based agent (a mixin of its config; checked by `validate_model`)."""
 
     ensemble_size: int = 7
     """Members of the probabilistic dynamics ensemble."""

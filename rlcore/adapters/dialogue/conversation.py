@@ -29,7 +29,7 @@ class Conversation:
     said_recommendations: torch.Tensor
     """[N, T] recommendations made in each topic (which item comes next)."""
     last_reply: torch.Tensor
-    """[N] the user's last reply act (:data:`~rlcore.adapters.dialogue.language.REPLIES`)."""
+    """[N] the user's last reply act (`REPLIES`)."""
     last_intent: torch.Tensor
     """[N] the bot's last intent, len(INTENTS) + 1 before the first bot turn."""
     turn: torch.Tensor

@@ -43,7 +43,7 @@ def check_task(config: Any) -> None:
 
 @dataclass
 class DialoguePPOConfig(CandidatePPOSettings):
-    """PPO-manager settings (PPO over candidates: :class:`~rlcore.adapters.candidates.CandidatePPOSettings`)."""
+    """PPO-manager settings (PPO over candidates: `CandidatePPOSettings`)."""
 
     env: Annotated[EnvConfig, tyro.conf.Suppress] = field(default_factory=_dialogue_env_config)
     """Not used: the task is `dialogue` (kept so that the shared run session reads the env's name)."""

@@ -35,7 +35,7 @@ from rlcore.objectives import bellman_loss, clipped_double_q_targets, polyak_upd
 @dataclass
 class DialogueQConfig(CandidateQSettings):
     """Q-manager settings (value-based agents over candidates:
-    :class:`~rlcore.adapters.candidates.CandidateQSettings`)."""
+    `CandidateQSettings`)."""
 
     env: Annotated[EnvConfig, tyro.conf.Suppress] = field(default_factory=_dialogue_env_config)
     """Not used: the task is `dialogue`."""
@@ -46,7 +46,7 @@ class DialogueQConfig(CandidateQSettings):
     hidden_sizes: tuple[int, ...] = (128, 128)
     """Hidden layers of the pair network's towers (the last is the width of the pair layer)."""
     epsilon_decay_steps: int = 20_000
-    """Turns over which epsilon decays linearly (see :func:`~rlcore.adapters.candidates.linear_epsilon`)."""
+    """Turns over which epsilon decays linearly (see `linear_epsilon`)."""
 
     def validate(self) -> None:
         super().validate()

@@ -16,7 +16,7 @@ Rewards by name, each with the held-out reward it is monitored by (logged beside
     =========  ==============  ==============================================  ===============================
 
 ``--focus-n-fix`` (with ``--reward defect``) fine-tunes region-aware: the detector's map of the reference's
-sample is the region (:func:`~rlcore.adapters.diffusion.finetune.finetune`'s ``region=``). The run directory
+sample is the region (`finetune`'s ``region=``). The run directory
 holds ``config.json``, ``checkpoint.pt`` (and the previous one), TensorBoard logs (reward, held-out reward,
 KL, sample grids) and, at the end, ``summary.json``.
 """

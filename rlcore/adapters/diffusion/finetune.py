@@ -92,7 +92,7 @@ Method = Literal["dpok", "ppo", "rwr", "fpg"]
 
 @dataclass
 class FinetuneConfig:
-    """Settings of :func:`finetune` (the method's own are ignored by the others)."""
+    """Settings of `finetune` (the method's own are ignored by the others)."""
 
     batch_size: int = 256
     """Trajectories sampled per iteration (RWR: reference samples per step)."""
@@ -124,13 +124,13 @@ class FinetuneConfig:
     eval_samples: int = 4_096
     """Samples for the final reward and KL estimates."""
     kl_reference_samples: int = 32_768
-    """Samples of the reference that every k-NN KL estimate (:func:`knn_kl`: the final one, the budget's probes
+    """Samples of the reference that every k-NN KL estimate (`knn_kl`: the final one, the budget's probes
     and ``kl_strict``'s check) compares against. Many more than the fine-tuned side's: the estimate reads low when
     fine-tuning moves mass into the reference's tails, where few reference samples fall. Measured on the ring
     (DPOK under a KL budget, against a density-ratio classifier on 200,000 samples per side): 4,096 reference
     samples read 0.93x the KL, 32,768 read 0.99x."""
     trainable: Literal["full", "lora", "side"] = "full"
-    """What trains: the whole model, LoRA adapters, or DiffCon's side network (:mod:`.trainable`)."""
+    """What trains: the whole model, LoRA adapters, or DiffCon's side network (`.trainable`)."""
     lora_rank: int = 4
     """Rank of the LoRA adapters (DPOK's 4)."""
     side_hidden: int = 64
@@ -145,8 +145,8 @@ class FinetuneConfig:
     """Iterations between checkpoints (with ``run_dir``)."""
     kl_target: float | None = None
     """A KL budget instead of a fixed weight: β starts at ``kl_weight`` and is adapted
-    (:class:`~rlcore.adapters.diffusion.kl_control.KLController`) so that the KL to the reference, the one
-    :attr:`FinetuneResult.kl_to_reference` reports, approaches this value. None: β stays ``kl_weight``."""
+    (`KLController`) so that the KL to the reference, the one
+    `FinetuneResult.kl_to_reference` reports, approaches this value. None: β stays ``kl_weight``."""
     kl_adapt_rate: float = 0.3
     """With ``kl_target``: the step on ``log β`` per unit of ``log(KL / kl_target)``."""
     kl_probe_every: int = 5
@@ -158,7 +158,7 @@ class FinetuneConfig:
     """With ``kl_target``: make the budget a hard limit. After training, if the measured KL exceeds the target,
     the trainable weights are moved back towards their initial values (``θ0 + α (θ − θ0)``, α by bisection)
     until it does not, measured on ``eval_samples`` samples (drawn apart from the final estimate's);
-    :attr:`FinetuneResult.update_kept` is the α used. The checkpoint keeps the trained weights, so a resumed run
+    `FinetuneResult.update_kept` is the α used. The checkpoint keeps the trained weights, so a resumed run
     trains on from them."""
 
 
@@ -177,12 +177,12 @@ class FinetuneResult:
     trainable_parameters: int = 0
     """Parameters that took a gradient."""
     kl_to_reference: float = float("nan")
-    """The estimated ``KL(p_θ(x_0) ‖ p_ref(x_0))`` of the samplers' outputs: :attr:`marginal_kl` for samples of at
-    most 8 dimensions, else :attr:`trajectory_kl` (an upper bound; see the module docstring)."""
+    """The estimated ``KL(p_θ(x_0) ‖ p_ref(x_0))`` of the samplers' outputs: `marginal_kl` for samples of at
+    most 8 dimensions, else `trajectory_kl` (an upper bound; see the module docstring)."""
     trajectory_kl: float = float("nan")
     """The closed-form KL between the two samplers' trajectories (bounds the output KL from above)."""
     marginal_kl: float = float("nan")
-    """The k-NN estimate (:func:`knn_kl`) of the output KL, for samples of at most 8 dimensions (else NaN)."""
+    """The k-NN estimate (`knn_kl`) of the output KL, for samples of at most 8 dimensions (else NaN)."""
     expected_reward: float = float("nan")
     """Mean reward of ``eval_samples`` samples of the fine-tuned model."""
     held_out_reward: float = float("nan")
@@ -194,7 +194,7 @@ class FinetuneResult:
     """With ``FinetuneConfig(kl_strict=True)``: the share α of the fine-tuning update kept to stay within the KL
     budget (1: all of it)."""
     conditions: torch.Tensor | None = None
-    """The conditions it was fine-tuned on (None: unconditional); :meth:`sample` cycles through them by default."""
+    """The conditions it was fine-tuned on (None: unconditional); `sample` cycles through them by default."""
 
     def _condition(self, n: int, condition: Any) -> Any:
         if condition is None and self.conditions is not None:

@@ -78,9 +78,9 @@ class Catalogue:
         intents: ``[num_intents, dim]`` unit intent embeddings.
         intent_aspects: ``[num_intents, num_clusters]`` bool, the clusters each intent owns.
         train_intents, test_intents: int64 ids of the intents of each split.
-        index: the :class:`~rlcore.adapters.retrieval.index.VectorIndex` over ``items``.
+        index: the `VectorIndex` over ``items``.
         item_texts, intent_texts: the texts of a text catalogue
-            (:func:`~rlcore.adapters.retrieval.text_catalogue.text_catalogue`), None for a synthetic one.
+            (`text_catalogue`), None for a synthetic one.
     """
 
     config: CatalogueConfig

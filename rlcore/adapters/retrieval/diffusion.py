@@ -156,7 +156,7 @@ class SubqueryDenoiser(nn.Module):
 
 @dataclass
 class DistillResult:
-    """What :func:`distill` returns."""
+    """What `distill` returns."""
 
     retriever: DistilledRetriever
     losses: list[float]

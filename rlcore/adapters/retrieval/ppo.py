@@ -158,7 +158,7 @@ class FanOutPolicy(nn.Module):
 
 @dataclass
 class FanOutTrainResult:
-    """What :func:`train_fanout` returns."""
+    """What `train_fanout` returns."""
 
     policy: FanOutPolicy
     history: list[dict[str, float]]

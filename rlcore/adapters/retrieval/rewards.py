@@ -117,15 +117,15 @@ class SetRewardConfig:
     """Weights of the composite set reward ``Σ_t w_t · term_t − w_dup · duplicates``."""
 
     coverage: float = 1.0
-    """Weight of :func:`coverage`."""
+    """Weight of `coverage`."""
     relevance: float = 0.5
-    """Weight of :func:`relevance` (groundedness)."""
+    """Weight of `relevance` (groundedness)."""
     diversity: float = 0.25
     """Weight of the diversity term (see ``diversity_measure``)."""
     duplicates: float = 0.25
-    """Weight of :func:`duplicate_penalty` (subtracted)."""
+    """Weight of `duplicate_penalty` (subtracted)."""
     diversity_measure: str = "vendi"
-    """``"vendi"`` (Vendi score / M, the slots of the set) or ``"pairwise"`` (:func:`mean_pairwise_distance` / 2)."""
+    """``"vendi"`` (Vendi score / M, the slots of the set) or ``"pairwise"`` (`mean_pairwise_distance` / 2)."""
 
     def validate(self) -> None:
         if self.diversity_measure not in ("vendi", "pairwise"):

@@ -99,7 +99,7 @@ def user_log_likelihood(model: ChoiceModel, logs: ChoiceLogs, items: ItemPool,
 
 @dataclass
 class EMResult:
-    """What :func:`fit_choice_model` returns."""
+    """What `fit_choice_model` returns."""
 
     model: ChoiceModel
     """The fitted mixture (frozen)."""

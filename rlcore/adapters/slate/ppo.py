@@ -34,7 +34,7 @@ from rlcore.networks import MaskedCategorical
 
 @dataclass
 class SlatePPOConfig(CandidatePPOSettings):
-    """PPO-over-slates settings (PPO over candidates: :class:`~rlcore.adapters.candidates.CandidatePPOSettings`)."""
+    """PPO-over-slates settings (PPO over candidates: `CandidatePPOSettings`)."""
 
     env: Annotated[EnvConfig, tyro.conf.Suppress] = field(default_factory=_slate_env_config)
     """Not used: the slate world is `slate`."""

@@ -59,7 +59,7 @@ def _slate_env_config() -> EnvConfig:
 
 @dataclass
 class SlateQConfig(CandidateQSettings):
-    """SlateQ settings (value-based agents over candidates: :class:`~rlcore.adapters.candidates.CandidateQSettings`)."""
+    """SlateQ settings (value-based agents over candidates: `CandidateQSettings`)."""
 
     env: Annotated[EnvConfig, tyro.conf.Suppress] = field(default_factory=_slate_env_config)
     """Not used: the slate world is `slate` (kept so that the shared run session reads the env's name)."""

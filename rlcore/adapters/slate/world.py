@@ -62,7 +62,7 @@ class SlateEnvConfig:
     """Items on offer each turn (a random subset, like generated prompt expansions); None: the whole pool."""
     items: Literal["generated", "text"] = "generated"
     """Item embeddings: 'generated' (random unit vectors) or 'text' (all-MiniLM-L6-v2 embeddings of item texts
-    projected to embedding_dim, see :mod:`~rlcore.adapters.slate.text_items`; needs the `text` extra)."""
+    projected to embedding_dim, see `text_items`; needs the `text` extra)."""
     item_texts: tuple[str, ...] | None = None
     """With items='text': one text per item (None: num_items prompt expansions composed from the seed)."""
 
