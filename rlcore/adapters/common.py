@@ -20,7 +20,7 @@ from typing import Any
 
 import tyro
 
-from rlcore.loops.checkpoint import CHECKPOINT, PREVIOUS, load_latest_checkpoint
+from rlcore.loops.checkpoint import has_checkpoint, load_latest_checkpoint
 from rlcore.loops.evaluation import evaluate_episodes, summarize
 from rlcore.loops.run_dir import (
     check_new_run_dir,
@@ -138,7 +138,7 @@ def removed_on_bad_input(run_dir: Path, created: bool) -> Iterator[None]:
     try:
         yield
     except ValueError:
-        if created and not any((run_dir / name).exists() for name in (CHECKPOINT, PREVIOUS)):
+        if created and not has_checkpoint(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 

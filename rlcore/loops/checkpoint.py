@@ -112,6 +112,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint (the newest or the previous one) to resume from."""
+    return any((Path(run_dir) / name).is_file() for name in (CHECKPOINT, PREVIOUS))
+
+
 def load_latest_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The newest checkpoint of ``run_dir`` that loads: ``checkpoint.pt``, else (with a one-line warning naming
     the file and the reason) ``checkpoint.prev.pt``; a :class:`CheckpointError` if neither loads."""
@@ -132,5 +137,6 @@ def load_latest_checkpoint(run_dir: str | Path, map_location: str | torch.device
     return payload
 
 
-__all__ = ["CHECKPOINT", "FORMAT_VERSION", "PREVIOUS", "CheckpointError", "global_rng_state", "load_checkpoint",
-           "load_latest_checkpoint", "previous_path", "save_checkpoint", "seed_everything", "set_global_rng_state"]
+__all__ = ["CHECKPOINT", "FORMAT_VERSION", "PREVIOUS", "CheckpointError", "global_rng_state", "has_checkpoint",
+           "load_checkpoint", "load_latest_checkpoint", "previous_path", "save_checkpoint", "seed_everything",
+           "set_global_rng_state"]

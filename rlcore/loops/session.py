@@ -30,8 +30,8 @@ from rlcore import envs
 from rlcore.distributed.config import DistributedConfig, check_resumable
 from rlcore.loops.checkpoint import (
     CHECKPOINT,
-    PREVIOUS,
     global_rng_state,
+    has_checkpoint,
     load_latest_checkpoint,
     save_checkpoint,
     seed_everything,
@@ -246,7 +246,7 @@ class RunSession:
                 raise ValueError(f"{self.run_dir} was trained on an environment object "
                                  f"({record.get('env_description')}); resume it from Python with "
                                  "train(config, env=..., eval_env=...) and the same environments.")
-            if any((self.run_dir / name).is_file() for name in (CHECKPOINT, PREVIOUS)):
+            if has_checkpoint(self.run_dir):
                 self.checkpoint = load_latest_checkpoint(self.run_dir, map_location=config.device)
                 check_resume_config(self.run_dir, self.checkpoint.get("config"), config, RESUME_MAY_CHANGE)
             else:  # stopped before its first checkpoint: nothing to continue, so it starts again, in place
