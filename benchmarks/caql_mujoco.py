@@ -45,13 +45,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The most informative pair first, so that a suite cut short still compares every method on both kinds of task.
 SUITE = ["Pendulum-v1:1", "Hopper-v5:0.25", "Pendulum-v1:0.66", "Hopper-v5:0.5", "HalfCheetah-v5:0.25"]
 METHODS = ["caql-ga", "caql-exact", "rlcore-sac", "sb3-sac", "sb3-td3"]
-VARIANTS = {"caql-ga-wide": {"hidden_sizes": (256, 256), "action_hidden_sizes": (256, 256)},
-            "caql-ga-explore": {"noise_min": 0.1}}
+PAPER_TARGET = {"hard_update_interval": 5_000}
+VARIANTS = {"caql-ga-paper-target": PAPER_TARGET, "caql-exact-paper-target": PAPER_TARGET,
+            "caql-ga-wide": {**PAPER_TARGET, "hidden_sizes": (256, 256), "action_hidden_sizes": (256, 256)},
+            "caql-ga-explore": {**PAPER_TARGET, "noise_min": 0.1}}
 """Configurations probed beside the suite, run only when named in ``--methods``: reported in their own table and
-left out of the suite's aggregate and verdicts. ``caql-ga-wide``: CAQL-GA with SAC's (256, 256) networks in place
-of the paper's (32, 16). ``caql-ga-explore``: CAQL-GA whose exploration noise stops decaying at 0.1 half-widths
-(TD3's 0.1 of the action range's half-width) rather than 0.025, which the default reaches after about 12k steps
-(the paper decays by 0.999 per episode, so over 100k Hopper steps its noise stays above 0.5)."""
+left out of the suite's aggregate and verdicts. ``caql-ga-paper-target`` and ``caql-exact-paper-target``: CAQL-GA
+and CAQL-exact with the paper's second target network, re-copied every 5,000 updates (the default until
+2026-12-07, now 500; the minimum with a copy that old lets the values grow by one Bellman backup per copy, 20 in
+100k steps). ``caql-ga-wide`` (with the paper's copy interval, as it ran): CAQL-GA with SAC's (256, 256) networks
+in place of the paper's (32, 16). ``caql-ga-explore`` (the same): CAQL-GA whose exploration noise stops decaying
+at 0.1 half-widths (TD3's 0.1 of the action range's half-width) rather than 0.025, which the default reaches after
+about 12k steps (the paper decays by 0.999 per episode, so over 100k Hopper steps its noise stays above 0.5)."""
 EXACT = {"loss": "l2", "dual_filter": False, "solver_time_limit": 0.5}
 """CAQL-exact's settings besides the solver (``pwl1d`` for 1-D actions, ``bnb`` otherwise; the time limit applies
 to ``bnb`` only): the squared loss without the dual filter, from ``benchmarks/results/caql_ablation.md`` (3 seeds
@@ -91,9 +96,9 @@ def run_one(spec: dict) -> dict:
     start = time.perf_counter()
     curve: list[tuple[int, float, float]] = []
     if method.startswith("caql-"):
-        exact = method == "caql-exact"
+        exact = method.startswith("caql-exact")
         one_dimensional = action_set.with_dim(_action_dim(env_id)).dim == 1
-        options = dict(EXACT) if exact else dict(VARIANTS.get(method, {}))
+        options = {**(EXACT if exact else {}), **VARIANTS.get(method, {})}
         if one_dimensional or not exact:
             options.pop("solver_time_limit", None)
         config = CAQLConfig(env=env_config, solver=("pwl1d" if one_dimensional else "bnb") if exact else "ga",
@@ -250,16 +255,18 @@ def write_markdown(summary: dict, path: Path) -> None:
                          f"TD3 {rivals[1]:.1f})")
     if summary.get("variants"):
         lines += ["", "Variants probed beside the suite (not in the aggregate or the verdicts above; "
-                  "the suite's same-seed runs for comparison):", "",
-                  "| task | variant | seeds | final returns | suite's CAQL-GA, same seeds | mean return over "
-                  "evaluations (suite's CAQL-GA) | wall s (suite's CAQL-GA) |", "|---|---|---|---|---|---|---|"]
+                  "the suite's same-seed runs for comparison: CAQL-exact's for a `caql-exact-` variant, CAQL-GA's "
+                  "otherwise):", "",
+                  "| task | variant | seeds | final returns | the suite's, same seeds | mean return over "
+                  "evaluations (the suite's) | wall s (the suite's) |", "|---|---|---|---|---|---|---|"]
 
         def listed(values: list[float]) -> str:
             return ", ".join(f"{v:.1f}" for v in values) or "-"
 
         for task, methods in summary["variants"].items():
             for method, cell in methods.items():
-                suite_ga = summary["tasks"].get(task, {}).get("caql-ga", {})
+                base = "caql-exact" if method.startswith("caql-exact") else "caql-ga"
+                suite_ga = summary["tasks"].get(task, {}).get(base, {})
                 same = [i for i, seed in enumerate(suite_ga.get("seeds", [])) if seed in cell["seeds"]]
                 suite_wall = statistics.mean(suite_ga["wall"][i] for i in same) if same else float("nan")
                 lines.append(f"| {task} | {method} | {cell['seeds']} | {listed(cell['returns'])} | "

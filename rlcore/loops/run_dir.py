@@ -2,13 +2,13 @@
 
 Layout of ``runs/<algo>-<env>-s<seed>-<time>/``::
 
-    config.json          the resolved configuration (what ``--resume`` reads back)
-    events.out.tfevents.* TensorBoard scalars (``tensorboard --logdir runs``)
+    config.json          the resolved configuration (what --resume reads back)
+    events.out.tfevents.* TensorBoard scalars (tensorboard --logdir runs)
     evaluations.jsonl    one line per evaluation: step, mean/std return, per-episode returns and metrics
     checkpoint.pt        the latest checkpoint (networks, optimisers, replay, RNG states, env state)
     checkpoint.prev.pt   the one before it, the fallback when the latest is damaged
     summary.json         written at the end: final evaluation, wall time, steps per second
-    .lock                held by the process that trains in the directory (see :class:`RunDirLock`)
+    .lock                held by the process that trains in the directory (see RunDirLock)
 
 A directory that holds any of ``config.json``, a checkpoint or ``evaluations.jsonl`` holds a run: a new run
 refuses it (:func:`check_new_run_dir`), so nothing of an earlier run is overwritten or appended to.
