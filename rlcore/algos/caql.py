@@ -64,9 +64,8 @@ class CAQLConfig(TrainConfig):
     """Polyak rate of the first target network."""
     hard_update_interval: int = 500
     """Updates between hard copies into the second target network. The clipped double-Q minimum with this copy
-    lets values grow by at most one Bellman backup per copy on positive rewards, so a run needs several times
-    1 / (1 - gamma) copies: the paper's 5,000 allowed 20 in 100k steps and held Hopper's
-    Q at a quarter of its return (benchmarks/results/caql_mujoco.md)."""
+    lets values grow by one Bellman backup per copy on positive rewards, so a run needs a few horizons
+    1/(1-gamma) of copies; the paper's 5,000 held Hopper's Q at a quarter of its return (see the module doc)."""
     clipped_double_q: bool = True
     """Take the minimum of the two target networks at a*."""
     loss: Literal["l2", "hinge"] = "l2"
