@@ -266,12 +266,12 @@ def write_markdown(summary: dict, path: Path) -> None:
         for task, methods in summary["variants"].items():
             for method, cell in methods.items():
                 base = "caql-exact" if method.startswith("caql-exact") else "caql-ga"
-                suite_ga = summary["tasks"].get(task, {}).get(base, {})
-                same = [i for i, seed in enumerate(suite_ga.get("seeds", [])) if seed in cell["seeds"]]
-                suite_wall = f"{statistics.mean(suite_ga['wall'][i] for i in same):.0f}" if same else "-"
+                suite_cell = summary["tasks"].get(task, {}).get(base, {})
+                same = [i for i, seed in enumerate(suite_cell.get("seeds", [])) if seed in cell["seeds"]]
+                suite_wall = f"{statistics.mean(suite_cell['wall'][i] for i in same):.0f}" if same else "-"
                 lines.append(f"| {task} | {method} | {cell['seeds']} | {listed(cell['returns'])} | "
-                             f"{listed([suite_ga['returns'][i] for i in same])} | {listed(cell['eval_means'])} "
-                             f"({listed([suite_ga['eval_means'][i] for i in same])}) | "
+                             f"{listed([suite_cell['returns'][i] for i in same])} | {listed(cell['eval_means'])} "
+                             f"({listed([suite_cell['eval_means'][i] for i in same])}) | "
                              f"{cell['wall_seconds']:.0f} ({suite_wall}) |")
     if budget["missing_runs"]:
         lines += ["", f"Not run yet ({len(budget['missing_runs'])} runs, carried over to later sessions): "

@@ -6,7 +6,8 @@ action set) for a few episodes and prints, per run, the mean over episodes of:
 - ``length``, ``terminated`` (the fraction that fell rather than ran out of time), the final height and angle
   (``obs[0:2]``, Hopper's and Walker2d's health checks);
 - every ``reward_*`` part the environment reports in ``info`` (forward, control, survive), summed per episode;
-- ``at_bound``: the fraction of action coordinates within 2 % of the box's bound (a bang-bang policy scores ~1);
+- ``at_bound``: the fraction of action coordinates within 1 % of the box's width of one of its faces (a bang-bang
+  policy scores ~1);
 - ``q_start`` against ``return_start``: the critic's Q at the first state and action (CAQL: its Q-network; SAC:
   the minimum of its two critics) against the discounted return that followed, the same ``gamma``. A critic far
   below the return cannot value what it leads to; far above, it is overestimating.
@@ -77,7 +78,7 @@ def diagnose(run_dir: Path, episodes: int, seed: int) -> dict:
                 q_start = critic_value(agent, obs_t, action)
             a = action[0].numpy()
             to_bound = np.minimum(a - action_set.low.numpy(), action_set.high.numpy() - a)
-            at_bound.append(to_bound <= 0.01 * width)  # within 2 % of the box's width of a face
+            at_bound.append(to_bound <= 0.01 * width)
             obs, reward, terminated, truncated, info = env.step(a)
             rewards.append(float(reward))
             for key, value in info.items():
