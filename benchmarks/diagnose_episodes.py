@@ -43,22 +43,13 @@ def critic_value(agent, obs: torch.Tensor, action: torch.Tensor) -> float | None
 
 
 def diagnose(run_dir: Path, episodes: int, seed: int) -> dict:
-    from rlcore import algos
-    from rlcore.loops.checkpoint import load_latest_checkpoint
-    from rlcore.loops.run_dir import config_from_dict, load_config
-    from rlcore.loops.session import make_env
+    from rlcore.algos import load_agent
 
-    name, saved = load_config(run_dir)
-    algorithm = algos.get(name)
-    config = config_from_dict(algorithm.config_cls, {**saved, "device": "cpu"})
+    trained = load_agent(run_dir)  # built for one copy of the run's environment, exactly as training built it
+    agent, config = trained.agent, trained.config
     if config.env.backend != "gymnasium":
         raise ValueError(f"{run_dir} trained on the {config.env.backend!r} backend; this diagnosis replays "
                          "gymnasium tasks only (it reads the reward's parts from gymnasium's info).")
-    shape_env = make_env(config, 1)  # builds the agent exactly as training did
-    agent = algorithm.make_agent(config, shape_env)
-    shape_env.close()
-    checkpoint = load_latest_checkpoint(run_dir, map_location="cpu")
-    agent.load_state_dict(checkpoint["agent"])
     env = gym.make(config.env.id)
     action_set = config.env.make_action_set()
     if action_set is None:
@@ -73,7 +64,7 @@ def diagnose(run_dir: Path, episodes: int, seed: int) -> dict:
         terminated = truncated = False
         while not (terminated or truncated):
             obs_t = torch.as_tensor(obs, dtype=torch.float32)[None]
-            action = action_set.project(agent.act(obs_t, checkpoint["step"], deterministic=True))
+            action = action_set.project(agent.act(obs_t, trained.step, deterministic=True))
             if q_start is None:
                 q_start = critic_value(agent, obs_t, action)
             a = action[0].numpy()
@@ -91,7 +82,7 @@ def diagnose(run_dir: Path, episodes: int, seed: int) -> dict:
     env.close()
     keys = [k for k in rows[0] if rows[0][k] is not None]
     mean = {k: float(np.mean([row[k] for row in rows])) for k in keys}
-    return {"run": run_dir.name, "algo": name, "step": checkpoint["step"], "mean": mean, "episodes": rows}
+    return {"run": run_dir.name, "algo": trained.algorithm.name, "step": trained.step, "mean": mean, "episodes": rows}
 
 
 def _diagnose_job(job: dict) -> dict:

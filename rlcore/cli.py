@@ -21,10 +21,9 @@ import torch
 import tyro
 
 from rlcore import algos
-from rlcore.loops.checkpoint import load_latest_checkpoint
 from rlcore.loops.evaluation import evaluate_episodes, summarize
 from rlcore.loops.run_dir import RunDirInUse, config_from_dict, load_config, load_run_record
-from rlcore.loops.session import EnvSource, check_device, is_env, make_env
+from rlcore.loops.session import EnvSource, is_env, make_env
 
 USAGE = __doc__ or ""
 SLATE_RUN_ALGOS = ("slateq", "slate-ppo")
@@ -108,7 +107,7 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
     A run trained on an environment object needs ``env``: an environment or a factory ``seed -> BatchedEnv``.
     Returns ``{"return_mean", "return_std" (population), "returns", "metrics", "seed", "step"}``.
     """
-    name, saved = load_config(run_dir)
+    name, _ = load_config(run_dir)
     if name in SLATE_RUN_ALGOS:  # slate runs rebuild their world from their own config
         from rlcore.adapters.slate.cli import evaluate_run as slate_evaluate_run
 
@@ -130,14 +129,11 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
         raise ValueError(f"{run_dir} is a diffusion fine-tuning run; its final reward, held-out reward and KL are in "
                          f"{Path(run_dir) / 'summary.json'} (continue it with `rlcore train diffusion --resume "
                          f"{run_dir} --steps N`).")
-    check_device(device)
-    episodes = int(saved.get("eval_episodes", 10)) if episodes is None else episodes
-    record = load_run_record(run_dir)
-    algorithm = algos.get(name)
-    config = config_from_dict(algorithm.config_cls, {**saved, "device": device})
+    _, config = algos.run_config(run_dir, device)
+    episodes = config.eval_episodes if episodes is None else episodes
     seed = config.seed + 1_000_003 if seed is None else seed
-    checkpoint = load_latest_checkpoint(run_dir, map_location=device)
     if env is None:
+        record = load_run_record(run_dir)
         if not record.get("env_from_config", True):
             raise ValueError(f"{run_dir} was trained on an environment object ({record.get('env_description')}); "
                              "pass it to rlcore.cli.evaluate_run(run_dir, env=...) (an environment or a factory "
@@ -145,15 +141,15 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
         eval_env = make_env(config, episodes)
     else:
         eval_env = env if is_env(env) else env(seed)
-    agent = algorithm.make_agent(config, eval_env)
-    agent.load_state_dict(checkpoint["agent"])
-    result = evaluate_episodes(lambda obs: agent.act(obs, checkpoint["step"], deterministic=True), eval_env,
+    trained = algos.load_agent(run_dir, eval_env, device)
+    agent, step = trained.agent, trained.step
+    result = evaluate_episodes(lambda obs: agent.act(obs, step, deterministic=True), eval_env,
                                seed=seed, episodes=episodes)
     eval_env.close()
     mean, std = summarize(result.returns)
     return {"return_mean": mean, "return_std": std, "returns": result.returns.tolist(),
             "metrics": {k: float(v.nanmean()) for k, v in result.metrics.items()}, "seed": seed,
-            "step": checkpoint["step"]}
+            "step": step}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from rlcore import algos, cli
+from rlcore import algos, cli, envs
 
 NAMES = sorted(algos.ALGORITHMS)
 
@@ -72,6 +72,19 @@ def test_short_run_resumes_bit_for_bit_and_evaluates(name, tmp_path):
     assert result["returns"] == pytest.approx(full.evaluations[-1]["returns"], abs=1e-4)
     assert result["return_std"] == pytest.approx(full.evaluations[-1]["return_std"], abs=1e-4)
     assert cli.main(["eval", str(full.run_dir), "--episodes", "2"]) == 0
+    # load_agent gives back the trained agent itself: the same parameters, the checkpoint's step, the run's config.
+    trained = algos.load_agent(full.run_dir)
+    assert_same_state(trained.agent.state_dict(), full.agent.state_dict())
+    assert trained.step == total and trained.algorithm.name == name and trained.config.total_steps == total
+
+
+def test_loading_the_agent_of_a_run_on_environment_objects_needs_the_environment(tmp_path):
+    make = lambda n: envs.make("Pendulum-v1", num_envs=n)  # noqa: E731
+    result = algos.get("caql").train(_config("caql", tmp_path, "objects"), env=make(1), eval_env=make(2))
+    with pytest.raises(ValueError, match="trained on an environment object; pass the environment its agent is to"):
+        algos.load_agent(result.run_dir)
+    trained = algos.load_agent(result.run_dir, env=make(1))
+    assert_same_state(trained.agent.state_dict(), result.agent.state_dict())
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -14,11 +14,9 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from diagnose_episodes import diagnose  # noqa: E402
 
-from rlcore import algos  # noqa: E402
+from rlcore.algos import load_agent  # noqa: E402
 from rlcore.algos.caql import CAQLConfig, train  # noqa: E402
 from rlcore.loops import EnvConfig  # noqa: E402
-from rlcore.loops.checkpoint import load_latest_checkpoint  # noqa: E402
-from rlcore.loops.session import make_env  # noqa: E402
 
 
 def test_diagnosis_of_a_caql_run_on_constrained_pendulum(tmp_path):
@@ -36,8 +34,7 @@ def test_diagnosis_of_a_caql_run_on_constrained_pendulum(tmp_path):
         assert episode["return"] <= episode["return_start"] <= 0
         assert 0.0 <= episode["at_bound"] <= 1.0
     # q_start is the run's own critic at the first state of the episode seeded 7, at its projected action.
-    agent = algos.get("caql").make_agent(config, make_env(config, 1))
-    agent.load_state_dict(load_latest_checkpoint(run_dir)["agent"])
+    agent = load_agent(run_dir).agent
     obs = torch.as_tensor(gym.make("Pendulum-v1").reset(seed=7)[0], dtype=torch.float32)[None]
     action = agent.action_set.project(agent.act(obs, 300, deterministic=True))
     assert result["episodes"][0]["q_start"] == pytest.approx(agent.q(obs, action).item(), rel=1e-6)

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rlcore.algos import caql, mbpo, ppo, rwr, sac, vmbpo
+from rlcore.loops.checkpoint import load_latest_checkpoint
+from rlcore.loops.run_dir import config_from_dict, load_config, load_run_record
+from rlcore.loops.session import check_device, make_env
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,46 @@ def get(name: str) -> Algorithm:
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; available: {', '.join(sorted(ALGORITHMS))}.")
     return ALGORITHMS[name]
+
+
+def run_config(run_dir: str | Path, device: str = "cpu") -> tuple[Algorithm, Any]:
+    """The algorithm and config a run directory was trained with (its ``config.json``), on ``device``."""
+    check_device(device)
+    name, saved = load_config(run_dir)
+    algorithm = get(name)
+    return algorithm, config_from_dict(algorithm.config_cls, {**saved, "device": device})
+
+
+@dataclass(frozen=True)
+class TrainedAgent:
+    """A run's agent with its newest checkpoint loaded: ``agent.act(obs, step, deterministic=True)`` plays it."""
+
+    agent: Any
+    config: Any
+    """The run's config (its ``device`` replaced by the one asked for)."""
+    step: int
+    """The environment step the checkpoint was written at."""
+    algorithm: Algorithm
+
+
+def load_agent(run_dir: str | Path, env: Any = None, device: str = "cpu") -> TrainedAgent:
+    """Load a run's trained agent from its newest checkpoint that loads, on ``device``.
+
+    The agent is built for ``env``'s observation and action spaces (the environment it is to act in); by default
+    for the environment of the run's config, which a run trained on an environment object does not have, so such
+    a run needs ``env``. A run of an adapter (slate, dialogue, diffusion, retrieval) is not an algorithm's run:
+    its adapter's command line evaluates it.
+    """
+    algorithm, config = run_config(run_dir, device)
+    if env is None and not load_run_record(run_dir).get("env_from_config", True):
+        raise ValueError(f"{run_dir} was trained on an environment object; pass the environment its agent is to "
+                         "act in: rlcore.algos.load_agent(run_dir, env=...).")
+    checkpoint = load_latest_checkpoint(run_dir, map_location=device)
+    shape_env = make_env(config, 1) if env is None else env
+    try:
+        agent = algorithm.make_agent(config, shape_env)
+    finally:
+        if env is None:
+            shape_env.close()
+    agent.load_state_dict(checkpoint["agent"])
+    return TrainedAgent(agent, config, checkpoint["step"], algorithm)
