@@ -23,6 +23,7 @@ import torch
 from rlcore import envs
 from rlcore.envs.spaces import sample_actions
 from rlcore.envs.structured import obs_to
+from rlcore.loops.checks import require_at_least
 from rlcore.loops.replay import ReplayBuffer, TransitionBatch
 from rlcore.loops.session import (
     EnvSource,
@@ -57,12 +58,8 @@ class TrainConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("batch_size", "buffer_size", "log_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("updates_per_step", "learning_starts", "random_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        require_at_least(self, 1, "batch_size", "buffer_size", "log_interval")
+        require_at_least(self, 0, "updates_per_step", "learning_starts", "random_steps")
 
 
 class OffPolicyAgent(Protocol):

@@ -37,6 +37,7 @@ from rlcore.loops.checkpoint import (
     seed_everything,
     set_global_rng_state,
 )
+from rlcore.loops.checks import require_at_least
 from rlcore.loops.evaluation import evaluate_episodes, summarize
 from rlcore.loops.run_dir import (
     RunDirInUse,
@@ -155,10 +156,8 @@ class RunConfig:
             self.env = EnvConfig(id=self.env)
 
     def validate(self) -> None:
-        for name in ("total_steps", "eval_interval", "eval_episodes", "checkpoint_interval", "num_envs",
-                     "torch_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        require_at_least(self, 1, "total_steps", "eval_interval", "eval_episodes", "checkpoint_interval", "num_envs",
+                         "torch_threads")
         check_device(self.device)
         if not isinstance(self.env, EnvConfig):
             raise ValueError(f"env must be an EnvConfig or an environment id, got {type(self.env).__name__}; pass "

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import torch
 
+from rlcore.loops.checks import require_at_least
 from rlcore.loops.replay import ReplayBuffer, TransitionBatch
 from rlcore.models.dynamics import ProbabilisticEnsemble, holdout_mask
 from rlcore.models.termination import LearnedTermination, TerminationFn, termination_fn
@@ -71,10 +72,8 @@ class ModelSettings:
             raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}.")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}.")
-        for name in ("model_train_every", "rollouts_per_update", "model_buffer_size", "holdout_size",
-                     "elite_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        require_at_least(self, 1, "model_train_every", "rollouts_per_update", "model_buffer_size", "holdout_size",
+                         "elite_interval")
         if self.rollouts_per_update > batch_size:
             raise ValueError(f"rollouts_per_update ({self.rollouts_per_update}) cannot exceed batch_size "
                              f"({batch_size}): rollouts start from the real batch's states.")
