@@ -172,6 +172,8 @@ def summarise() -> None:
              f"{machine}; replay of 2,000 random transitions, batch 64, updates only (no environment steps). "
              f"\"before\": commit `{BEFORE_REV}` (GA with 16 starts x 30 autograd steps). Ratio: median over repeats "
              "of the per-pair ratio first / second. Reproduce: `python benchmarks/caql_speed.py`.", "",
+             "The Q-networks here are nearly untrained, and an exact solver certifies their maximum in a few rounds; "
+             "on trained agents (finished runs, `caql_speed_trained.md`) `bnb` is much slower against GA.", "",
              "| pair | repeats | first (updates/s) | second (updates/s) | ratio | per-pair ratios |",
              "|---|---|---|---|---|---|"]
     for row in rows:
