@@ -50,7 +50,8 @@ VARIANTS = {"caql-ga-paper-target": PAPER_TARGET, "caql-exact-paper-target": PAP
             "caql-ga-wide": {**PAPER_TARGET, "hidden_sizes": (256, 256), "action_hidden_sizes": (256, 256)},
             "caql-ga-explore": {**PAPER_TARGET, "noise_min": 0.1},
             "caql-ga-target250": {"hard_update_interval": 250},
-            "caql-ga-target1000": {"hard_update_interval": 1_000}}
+            "caql-ga-target1000": {"hard_update_interval": 1_000},
+            "caql-ga-mid": {"hidden_sizes": (64, 64), "action_hidden_sizes": (64, 64)}}
 """Configurations probed beside the suite, run only when named in ``--methods``: reported in their own table and
 left out of the suite's aggregate and verdicts. ``caql-ga-paper-target`` and ``caql-exact-paper-target``: CAQL-GA
 and CAQL-exact with the paper's second target network, re-copied every 5,000 updates (the default until
@@ -60,7 +61,8 @@ in place of the paper's (32, 16). ``caql-ga-explore`` (the same): CAQL-GA whose 
 at 0.1 half-widths (TD3's 0.1 of the action range's half-width) rather than 0.025, which the default reaches after
 about 12k steps (the paper decays by 0.999 per episode, so over 100k Hopper steps its noise stays above 0.5).
 ``caql-ga-target250`` and ``caql-ga-target1000``: CAQL-GA with the second target network re-copied every 250 or
-1,000 updates, either side of the default 500 (a sweep of the one setting the default changed)."""
+1,000 updates, either side of the default 500 (a sweep of the one setting the default changed). ``caql-ga-mid``:
+CAQL-GA (the default copy interval) with (64, 64) networks, between the paper's (32, 16) and SAC's (256, 256)."""
 EXACT = {"loss": "l2", "dual_filter": False, "solver_time_limit": 0.5}
 """CAQL-exact's settings besides the solver (``pwl1d`` for 1-D actions, ``bnb`` otherwise; the time limit applies
 to ``bnb`` only): the squared loss without the dual filter, from ``benchmarks/results/caql_ablation.md`` (3 seeds
