@@ -46,23 +46,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SUITE = ["Pendulum-v1:1", "Hopper-v5:0.25", "Pendulum-v1:0.66", "Hopper-v5:0.5", "HalfCheetah-v5:0.25"]
 METHODS = ["caql-ga", "caql-exact", "rlcore-sac", "sb3-sac", "sb3-td3"]
 PAPER_TARGET = {"hard_update_interval": 5_000}
-VARIANTS = {"caql-ga-paper-target": PAPER_TARGET, "caql-exact-paper-target": PAPER_TARGET,
+PAPER_NETS = {"hidden_sizes": (32, 16), "action_hidden_sizes": (32, 16)}
+VARIANTS = {"caql-ga-paper-nets": PAPER_NETS, "caql-exact-paper-nets": PAPER_NETS,
+            "caql-ga-paper-target": {**PAPER_NETS, **PAPER_TARGET},
+            "caql-exact-paper-target": {**PAPER_NETS, **PAPER_TARGET},
             "caql-ga-wide": {**PAPER_TARGET, "hidden_sizes": (256, 256), "action_hidden_sizes": (256, 256)},
-            "caql-ga-explore": {**PAPER_TARGET, "noise_min": 0.1},
-            "caql-ga-target250": {"hard_update_interval": 250},
-            "caql-ga-target1000": {"hard_update_interval": 1_000},
-            "caql-ga-mid": {"hidden_sizes": (64, 64), "action_hidden_sizes": (64, 64)}}
+            "caql-ga-explore": {**PAPER_NETS, **PAPER_TARGET, "noise_min": 0.1},
+            "caql-ga-target250": {**PAPER_NETS, "hard_update_interval": 250},
+            "caql-ga-target1000": {**PAPER_NETS, "hard_update_interval": 1_000}}
 """Configurations probed beside the suite, run only when named in ``--methods``: reported in their own table and
-left out of the suite's aggregate and verdicts. ``caql-ga-paper-target`` and ``caql-exact-paper-target``: CAQL-GA
-and CAQL-exact with the paper's second target network, re-copied every 5,000 updates (the default until
-2026-12-07, now 500; the minimum with a copy that old lets the values grow by one Bellman backup per copy, 20 in
-100k steps). ``caql-ga-wide`` (with the paper's copy interval, as it ran): CAQL-GA with SAC's (256, 256) networks
-in place of the paper's (32, 16). ``caql-ga-explore`` (the same): CAQL-GA whose exploration noise stops decaying
-at 0.1 half-widths (TD3's 0.1 of the action range's half-width) rather than 0.025, which the default reaches after
-about 12k steps (the paper decays by 0.999 per episode, so over 100k Hopper steps its noise stays above 0.5).
-``caql-ga-target250`` and ``caql-ga-target1000``: CAQL-GA with the second target network re-copied every 250 or
-1,000 updates, either side of the default 500 (a sweep of the one setting the default changed). ``caql-ga-mid``:
-CAQL-GA (the default copy interval) with (64, 64) networks, between the paper's (32, 16) and SAC's (256, 256)."""
+left out of the suite's aggregate and verdicts. ``caql-ga-paper-nets`` and ``caql-exact-paper-nets``: CAQL-GA and
+CAQL-exact with the paper's (32, 16) networks (CAQL's default until 2026-12-07, now (64, 64) with gradient ascent
+and ``pwl1d``; ``bnb``'s default stays (32, 16), so on Hopper and HalfCheetah CAQL-exact is unchanged).
+``caql-ga-paper-target`` and ``caql-exact-paper-target``: the same with the paper's second target network,
+re-copied every 5,000 updates (the default until 2026-12-07, now 500; the minimum with a copy that old lets the
+values grow by one Bellman backup per copy, 20 in 100k steps). ``caql-ga-wide`` (with the paper's copy interval, as
+it ran): CAQL-GA with SAC's (256, 256) networks. ``caql-ga-explore`` (paper networks and copy interval): CAQL-GA
+whose exploration noise stops decaying at 0.1 half-widths (TD3's 0.1 of the action range's half-width) rather than
+0.025, which the default reaches after about 12k steps (the paper decays by 0.999 per episode, so over 100k Hopper
+steps its noise stays above 0.5). ``caql-ga-target250`` and ``caql-ga-target1000`` (paper networks): CAQL-GA with
+the second target network re-copied every 250 or 1,000 updates, either side of the default 500."""
 EXACT = {"loss": "l2", "dual_filter": False, "solver_time_limit": 0.5}
 """CAQL-exact's settings besides the solver (``pwl1d`` for 1-D actions, ``bnb`` otherwise; the time limit applies
 to ``bnb`` only): the squared loss without the dual filter, from ``benchmarks/results/caql_ablation.md`` (3 seeds

@@ -70,7 +70,9 @@ from rlcore.algos import caql
 from rlcore.loops import EnvConfig
 from rlcore.loops.replay import ReplayBuffer
 env_id, bound, overrides, updates = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
-config = caql.CAQLConfig(env=EnvConfig(env_id, action_bound=bound), seed=0, **overrides)
+# The (32, 16) networks every committed pair was measured with (the default of both revisions then).
+config = caql.CAQLConfig(env=EnvConfig(env_id, action_bound=bound), seed=0, hidden_sizes=(32, 16),
+                         action_hidden_sizes=(32, 16), **overrides)
 env = envs.make(env_id, num_envs=1, action_set=config.env.make_action_set(), seed=0)
 agent = caql.make_agent(config, env)
 replay = ReplayBuffer(10_000, "cpu", seed=0)

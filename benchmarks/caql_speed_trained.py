@@ -45,6 +45,7 @@ TD error's RMS."""
 def measure(run_dir: Path, updates: int, rounds: int, names: list[str]) -> dict:
     """Updates per second of each configuration in ``names`` on the run's agent and replay, interleaved."""
     from rlcore.algos import load_agent
+    from rlcore.algos.caql import network_sizes
     from rlcore.loops.checkpoint import load_latest_checkpoint
     from rlcore.loops.replay import ReplayBuffer
     from rlcore.loops.session import make_env
@@ -56,9 +57,12 @@ def measure(run_dir: Path, updates: int, rounds: int, names: list[str]) -> dict:
     replay = ReplayBuffer(checkpoint["replay"]["capacity"], "cpu", seed=0)
     replay.load_state_dict(checkpoint["replay"])
     env = make_env(trained.config, 1)
+    # The run's own networks, whatever a configuration's solver would have chosen by default.
+    q_sizes, action_sizes = network_sizes(trained.config, trained.agent.action_dim)
     agents = {}
     for name in names:
-        config = dataclasses.replace(trained.config, **CONFIGS[name])
+        config = dataclasses.replace(trained.config, **CONFIGS[name], hidden_sizes=q_sizes,
+                                     action_hidden_sizes=action_sizes)
         agents[name] = trained.algorithm.make_agent(config, env)
         agents[name].load_state_dict(checkpoint["agent"])
     env.close()

@@ -48,6 +48,7 @@ def collect(spec: dict) -> dict:
             config = CAQLConfig(env=EnvConfig(TASKS[task]), hidden_sizes=HIDDEN[hidden], total_steps=step,
                                 eval_interval=step, eval_episodes=2, checkpoint_interval=step, seed=spec["seed"],
                                 hard_update_interval=5_000,  # the copy interval the committed networks trained with
+                                action_hidden_sizes=(32, 16),  # and their action function
                                 progress=False, **({"resume": str(run)} if number else {"run_dir": str(run)}))
             train(config)
             checkpoint = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)

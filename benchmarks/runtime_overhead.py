@@ -42,10 +42,14 @@ BEFORE_REV = "68fc5d9"
 
 COMMON = ["--eval-episodes", "1", "--no-progress", "--seed", "1"]
 CASES: dict[str, list[str]] = {
+    # CAQL's networks pinned to the (32, 16) both revisions' runs were measured with (its default since 2026-12-07
+    # is (64, 64) with gradient ascent and pwl1d).
     "caql": ["caql", "--env", "Pendulum-v1", "--total-steps", "3000", "--learning-starts", "500",
-             "--eval-interval", "3000", "--checkpoint-interval", "3000"],
+             "--eval-interval", "3000", "--checkpoint-interval", "3000", "--hidden-sizes", "32", "16",
+             "--action-hidden-sizes", "32", "16"],
     "caql-hopper": ["caql", "--env", "Hopper-v5", "--total-steps", "2000", "--learning-starts", "500",
-                    "--eval-interval", "2000", "--checkpoint-interval", "2000"],
+                    "--eval-interval", "2000", "--checkpoint-interval", "2000", "--hidden-sizes", "32", "16",
+                    "--action-hidden-sizes", "32", "16"],
     "sac": ["sac", "--env", "Hopper-v5", "--total-steps", "2000", "--learning-starts", "500", "--random-steps", "500",
             "--eval-interval", "2000", "--checkpoint-interval", "2000"],
     "vmbpo": ["vmbpo", "--env", "Hopper-v5", "--total-steps", "1500", "--learning-starts", "500",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlcore.algos.caql import CAQLAgent, CAQLConfig, solver_name, train
+from rlcore.algos.caql import CAQLAgent, CAQLConfig, network_sizes, solver_name, train
 from rlcore.loops.checkpoint import load_checkpoint, save_checkpoint
 from rlcore.loops.replay import TransitionBatch
 from rlcore.objectives import bellman_loss as q_loss
@@ -140,6 +140,26 @@ def test_auto_solver_is_exact_pwl1d_on_1d_actions_and_matches_a_grid_on_the_trai
     assert not (tmp_path / "hopper").exists()
     hopper_like = CAQLConfig(env="Hopper-v5")
     assert solver_name(hopper_like, 3) == "ga" and solver_name(CAQLConfig(solver="bnb"), 1) == "bnb"
+
+
+def _widths(net: torch.nn.Module) -> tuple[int, ...]:
+    return tuple(layer.out_features for layer in net.modules() if isinstance(layer, torch.nn.Linear))[:-1]
+
+
+def test_default_networks_follow_the_solvers_cost_in_width():
+    # Gradient ascent and pwl1d ('auto') get (64, 64); a search-based exact solver the paper's (32, 16).
+    for solver, dim, expected in (("auto", 1, (64, 64)), ("auto", 3, (64, 64)), ("ga", 3, (64, 64)),
+                                  ("cem", 3, (64, 64)), ("bnb", 3, (32, 16)), ("scip", 3, (32, 16))):
+        assert network_sizes(CAQLConfig(solver=solver), dim) == (expected, expected), solver
+    # Given sizes win, each on its own.
+    assert network_sizes(CAQLConfig(solver="bnb", hidden_sizes=(8, 8)), 3) == ((8, 8), (32, 16))
+    assert network_sizes(CAQLConfig(action_hidden_sizes=(16,)), 1) == ((64, 64), (16,))
+    agent = CAQLAgent(CAQLConfig(solver="bnb"), 3, ActionSet.box(-torch.ones(3), torch.ones(3)))
+    assert _widths(agent.q) == (32, 16) and _widths(agent.actor) == (32, 16)
+    agent = CAQLAgent(CAQLConfig(), 3, ActionSet.box(-torch.ones(1), torch.ones(1)))
+    assert _widths(agent.q) == (64, 64) and _widths(agent.actor) == (64, 64)
+    with pytest.raises(ValueError, match=r"action_hidden_sizes must be positive layer widths .* got \(0,\)"):
+        train(CAQLConfig(action_hidden_sizes=(0,)))
 
 
 def test_bad_config_raises():

@@ -180,7 +180,7 @@ def test_resume_refuses_a_changed_task_seed_or_network_and_changes_nothing(tmp_p
     run = tmp_path / "run"
     train(CAQLConfig(**{**SMALL, "total_steps": 150}, run_dir=str(run)))
     before = snapshot(run)
-    for flags, named in ((["--hidden-sizes", "64", "64"], "hidden_sizes [32, 16] (given [64, 64])"),
+    for flags, named in ((["--hidden-sizes", "32", "16"], "hidden_sizes None (given [32, 16])"),
                          (["--seed", "5"], "seed 1 (given 5)"),
                          (["--action-bound", "0.5"], "env.action_bound None (given 0.5)")):
         done = subprocess.run([sys.executable, "-m", "rlcore.cli", "train", "caql", "--resume", str(run), *flags,

@@ -50,10 +50,12 @@ from solvers.bounds import compute_bounds
 class CAQLConfig(TrainConfig):
     """CAQL settings (the shared loop's settings are in `TrainConfig`)."""
 
-    hidden_sizes: tuple[int, ...] = (32, 16)
-    """Hidden layers of the ReLU Q-network."""
-    action_hidden_sizes: tuple[int, ...] = (32, 16)
-    """Hidden layers of the action function."""
+    hidden_sizes: tuple[int, ...] | None = None
+    """Hidden layers of the ReLU Q-network. None: (64, 64) with a max-Q solver whose cost grows gently with the
+    width (gradient ascent, CEM, the closed-form pwl1d: 'auto'), the paper's (32, 16) with a search-based exact
+    solver (bnb, the MIPs), whose cost grows steeply with it (see :func:`network_sizes`)."""
+    action_hidden_sizes: tuple[int, ...] | None = None
+    """Hidden layers of the action function. None: as ``hidden_sizes``'s default."""
     learning_rate: float = 1e-3
     """Adam learning rate of the Q-network (and of lambda)."""
     action_learning_rate: float = 1e-3
@@ -120,8 +122,10 @@ class CAQLConfig(TrainConfig):
                              f"{', '.join(solvers.available())}.")
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ValueError(f"need 0 < gamma <= 1 and 0 < tau <= 1, got gamma={self.gamma}, tau={self.tau}.")
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}.")
+        for name in ("hidden_sizes", "action_hidden_sizes"):
+            sizes = getattr(self, name)
+            if sizes is not None and (not sizes or min(sizes) < 1):
+                raise ValueError(f"{name} must be positive layer widths (or None for the default), got {sizes}.")
         if self.cluster_radius < 0:
             raise ValueError(f"cluster_radius must be >= 0 (0: no clustering), got {self.cluster_radius}.")
         if self.tolerance_interval < 1:
@@ -172,10 +176,11 @@ class CAQLAgent:
         self.device = torch.device(device)
         self.action_set = action_set.to(self.device)
         self.obs_dim, self.action_dim = obs_dim, action_set.dim
-        self.q = QNetwork(obs_dim, self.action_dim, config.hidden_sizes).to(self.device)
+        q_sizes, action_sizes = network_sizes(config, self.action_dim)
+        self.q = QNetwork(obs_dim, self.action_dim, q_sizes).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.q_target2 = copy.deepcopy(self.q).requires_grad_(False)
-        self.actor = DeterministicActor(obs_dim, self.action_set, config.action_hidden_sizes).to(self.device)
+        self.actor = DeterministicActor(obs_dim, self.action_set, action_sizes).to(self.device)
         self.q_optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate, foreach=True)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.action_learning_rate, foreach=True)
         self.log_lambda = nn.Parameter(torch.tensor(float(config.initial_lambda), device=self.device).log())
@@ -378,6 +383,30 @@ def solver_name(config: CAQLConfig, action_dim: int) -> str:
     if config.solver != "auto":
         return config.solver
     return "pwl1d" if action_dim == 1 else "ga"
+
+
+WIDE_SIZES = (64, 64)
+"""The default hidden layers with a solver whose cost grows gently with the width."""
+PAPER_SIZES = (32, 16)
+"""The paper's hidden layers: the default with a search-based exact solver."""
+
+
+def network_sizes(config: CAQLConfig, action_dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The hidden layers of the Q-network and of the action function, a config's ``None`` resolved.
+
+    With the paper's (32, 16) networks CAQL with gradient ascent trailed SAC on every constrained task but one;
+    (64, 64) networks cost gradient ascent about 1.5x and pwl1d about 2.3x per update and learned far better
+    (``benchmarks/results/caql_mujoco_notes.md``: Pendulum-v1 in [-0.66, 0.66], final return -373 against -713,
+    seeds 1-3; Hopper-v5 in [-0.25, 0.25]^3, 1,042 and 1,046 against 264 and 320). A search-based exact solver
+    (bnb, the MIPs: those that take an optimality gap) branches on the network's ReLUs, and its cost grows
+    steeply with the width (10-140x from (32, 16) to (64, 64) in ``docs/tutorials/exact-max-q.md``), so with
+    one of those the default stays the paper's (32, 16).
+    """
+    search = solvers.capabilities_of(solvers.make(solver_name(config, action_dim))).gap
+    default = PAPER_SIZES if search else WIDE_SIZES
+    q_sizes = tuple(config.hidden_sizes) if config.hidden_sizes is not None else default
+    action_sizes = tuple(config.action_hidden_sizes) if config.action_hidden_sizes is not None else default
+    return q_sizes, action_sizes
 
 
 def make_solver(config: CAQLConfig, action_dim: int) -> solvers.MaxQSolver:
