@@ -396,8 +396,8 @@ def network_sizes(config: CAQLConfig, action_dim: int) -> tuple[tuple[int, ...],
 
     With the paper's (32, 16) networks CAQL with gradient ascent trailed SAC on every constrained task but one;
     (64, 64) networks cost gradient ascent about 1.5x and pwl1d about 2.3x per update and learned far better
-    (``benchmarks/results/caql_mujoco_notes.md``: Pendulum-v1 in [-0.66, 0.66], final return -373 against -713,
-    seeds 1-3; Hopper-v5 in [-0.25, 0.25]^3, 1,042 and 1,046 against 264 and 320). A search-based exact solver
+    (``benchmarks/results/caql_mujoco_notes.md``, final returns over seeds 1-3: Pendulum-v1 in [-0.66, 0.66]
+    -373 against -713, Hopper-v5 in [-0.25, 0.25]^3 859 against 268). A search-based exact solver
     (bnb, the MIPs: those that take an optimality gap) branches on the network's ReLUs, and its cost grows
     steeply with the width (10-140x from (32, 16) to (64, 64) in ``docs/tutorials/exact-max-q.md``), so with
     one of those the default stays the paper's (32, 16).
