@@ -53,9 +53,9 @@ class CAQLConfig(TrainConfig):
     hidden_sizes: tuple[int, ...] | None = None
     """Hidden layers of the ReLU Q-network. None: (64, 64) with a max-Q solver whose cost grows gently with the
     width (gradient ascent, CEM, the closed-form pwl1d: 'auto'), the paper's (32, 16) with a search-based exact
-    solver (bnb, the MIPs), whose cost grows steeply with it (see :func:`network_sizes`)."""
+    solver (bnb, the MIPs), whose cost grows steeply with it (see network_sizes in this module)."""
     action_hidden_sizes: tuple[int, ...] | None = None
-    """Hidden layers of the action function. None: as ``hidden_sizes``'s default."""
+    """Hidden layers of the action function. None: the same default as hidden_sizes."""
     learning_rate: float = 1e-3
     """Adam learning rate of the Q-network (and of lambda)."""
     action_learning_rate: float = 1e-3
