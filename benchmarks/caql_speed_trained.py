@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from _grid import save_result
+from _grid import add_executor_arguments, run_grid, save_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS: dict[str, dict] = {
@@ -89,6 +89,11 @@ def measure(run_dir: Path, updates: int, rounds: int, names: list[str]) -> dict:
                         for name in names}}
 
 
+def _measure_job(job: dict) -> dict:
+    torch.set_num_threads(1)
+    return measure(Path(job["run_dir"]), job["updates"], job["rounds"], job["configs"])
+
+
 def report(entries: dict[str, dict]) -> str:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     lines = ["# CAQL updates per second on trained agents", "",
@@ -115,6 +120,10 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20, help="timed updates per configuration and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes, one run directory each (0: one after another, here); timings are "
+                             "compared within a run directory only")
+    add_executor_arguments(parser)
     args = parser.parse_args()
     if args.updates < 1 or args.rounds < 1:
         parser.error(f"--updates and --rounds must be >= 1, got {args.updates} and {args.rounds}.")
@@ -124,11 +133,16 @@ def main() -> None:
     torch.set_num_threads(1)
     out = RESULTS / "caql_speed_trained.json"
     entries = json.loads(out.read_text())["entries"] if out.exists() else {}
-    for run_dir in args.run_dirs:
-        entry = measure(run_dir, args.updates, args.rounds, args.configs)
+
+    def show(entry: dict) -> None:
         entries[entry["run"]] = entry
         print(", ".join(f"{name} {row['updates_per_second']:.1f}/s" for name, row in entry["configs"].items()),
               f"({entry['run']})", flush=True)
+
+    jobs = [{"run_dir": str(d), "updates": args.updates, "rounds": args.rounds, "configs": args.configs}
+            for d in args.run_dirs]
+    run_grid(_measure_job, jobs, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+             on_result=show)
     save_result(out, json.dumps({"entries": entries}, indent=1))
     text = report(entries)
     save_result(RESULTS / "caql_speed_trained.md", text)
