@@ -44,31 +44,30 @@ TD error's RMS."""
 
 def measure(run_dir: Path, updates: int, rounds: int, names: list[str]) -> dict:
     """Updates per second of each configuration in ``names`` on the run's agent and replay, interleaved."""
-    from rlcore.algos import load_agent
+    from rlcore.algos import run_config
     from rlcore.algos.caql import network_sizes
     from rlcore.loops.checkpoint import load_latest_checkpoint
     from rlcore.loops.replay import ReplayBuffer
     from rlcore.loops.session import make_env
 
-    trained = load_agent(run_dir)
-    if trained.algorithm.name != "caql":
-        raise ValueError(f"{run_dir} is a {trained.algorithm.name} run; this benchmark times CAQL runs.")
-    checkpoint = load_latest_checkpoint(run_dir, map_location="cpu")
+    algorithm, run = run_config(run_dir)
+    if algorithm.name != "caql":
+        raise ValueError(f"{run_dir} is a {algorithm.name} run; this benchmark times CAQL runs.")
+    checkpoint = load_latest_checkpoint(run_dir, map_location="cpu")  # read once: the agent and the replay
     replay = ReplayBuffer(checkpoint["replay"]["capacity"], "cpu", seed=0)
     replay.load_state_dict(checkpoint["replay"])
-    env = make_env(trained.config, 1)
+    env = make_env(run, 1)
     # The run's own networks, whatever a configuration's solver would have chosen by default.
-    q_sizes, action_sizes = network_sizes(trained.config, trained.agent.action_dim)
+    q_sizes, action_sizes = network_sizes(run, env.action_set.dim)
     agents = {}
     for name in names:
-        config = dataclasses.replace(trained.config, **CONFIGS[name], hidden_sizes=q_sizes,
-                                     action_hidden_sizes=action_sizes)
-        agents[name] = trained.algorithm.make_agent(config, env)
+        config = dataclasses.replace(run, **CONFIGS[name], hidden_sizes=q_sizes, action_hidden_sizes=action_sizes)
+        agents[name] = algorithm.make_agent(config, env)
         agents[name].load_state_dict(checkpoint["agent"])
     env.close()
     rates: dict[str, list[float]] = {name: [] for name in names}
     tolerances: dict[str, list[float]] = {name: [] for name in names}
-    batch_size = trained.config.batch_size
+    batch_size = run.batch_size
     for name in names:  # untimed: first calls allocate and warm caches
         for _ in range(3):
             agents[name].update(replay.sample(batch_size))
@@ -81,7 +80,7 @@ def measure(run_dir: Path, updates: int, rounds: int, names: list[str]) -> dict:
                     tolerances[name].append(float(metrics["maxq_tolerance"]))
             rates[name].append(updates / (time.perf_counter() - start))
     ga = statistics.median(rates["ga"]) if "ga" in rates else None
-    return {"run": run_dir.name, "step": trained.step, "updates": updates, "rounds": rounds,
+    return {"run": run_dir.name, "step": checkpoint["step"], "updates": updates, "rounds": rounds,
             "configs": {name: {"updates_per_second": statistics.median(rates[name]),
                                "per_round": rates[name],
                                "ratio_to_ga": statistics.median(rates[name]) / ga if ga else None,
